@@ -1,0 +1,177 @@
+//! The IRSA annotations of a ServiceAccount: which keys the EKS pod identity webhook reads,
+//! near-misses of them, and what their values must look like.
+
+use std::collections::BTreeMap;
+
+/// The annotation the webhook reads the role from.
+pub const ROLE_ARN: &str = "eks.amazonaws.com/role-arn";
+/// Overrides the token audience.
+pub const AUDIENCE: &str = "eks.amazonaws.com/audience";
+/// Token lifetime in seconds.
+pub const TOKEN_EXPIRATION: &str = "eks.amazonaws.com/token-expiration";
+/// Containers the webhook leaves alone (comma-separated names).
+pub const SKIP_CONTAINERS: &str = "eks.amazonaws.com/skip-containers";
+/// The prefix of every annotation the webhook reads.
+pub const PREFIX: &str = "eks.amazonaws.com/";
+/// The audience tokens carry when the SA does not set one.
+pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
+/// The shortest token lifetime the webhook accepts.
+pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
+
+/// The parts of a ServiceAccount the diagnosis reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceAccount {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// All its annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ServiceAccount {
+    /// The role-arn annotation's value, exactly as written.
+    pub fn role_arn_annotation(&self) -> Option<&str> {
+        self.annotations.get(ROLE_ARN).map(String::as_str)
+    }
+
+    /// Annotation keys that look like a mistyped role-arn key, when the real key is absent.
+    pub fn misspelled_role_arn_keys(&self) -> Vec<&str> {
+        if self.annotations.contains_key(ROLE_ARN) {
+            return Vec::new();
+        }
+        self.annotations
+            .keys()
+            .map(String::as_str)
+            .filter(|k| is_near_miss(k))
+            .collect()
+    }
+
+    /// Whether the SA shows any intent to use IRSA: the key, a near-miss, or another webhook annotation.
+    pub fn wants_irsa(&self) -> bool {
+        self.annotations.keys().any(|k| {
+            k == ROLE_ARN || is_near_miss(k) || k.trim().to_ascii_lowercase().starts_with(PREFIX)
+        })
+    }
+
+    /// The audience the webhook puts in tokens for this SA.
+    pub fn audience(&self) -> &str {
+        self.annotations
+            .get(AUDIENCE)
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_AUDIENCE)
+    }
+
+    /// The `eks.amazonaws.com/token-expiration` value when it is not usable.
+    pub fn invalid_token_expiration(&self) -> Option<&str> {
+        let value = self.annotations.get(TOKEN_EXPIRATION)?;
+        match value.parse::<i64>() {
+            Ok(seconds) if seconds >= MIN_TOKEN_EXPIRATION_SECONDS => None,
+            _ => Some(value),
+        }
+    }
+}
+
+/// Normalises a key for comparison: lower case, no whitespace or punctuation.
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '/')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A key that was meant to be `eks.amazonaws.com/role-arn`: different case, separators, whitespace,
+/// a shortened domain, or a typo of one or two characters.
+fn is_near_miss(key: &str) -> bool {
+    if key == ROLE_ARN {
+        return false;
+    }
+    let squashed = squash(key);
+    if squashed == squash(ROLE_ARN) {
+        return true;
+    }
+    if let Some((domain, name)) = squashed.split_once('/') {
+        // `eks.amazon.com/role-arn`, `eks.aws.com/rolearn`: an eks-ish domain with the right name.
+        if name == "rolearn" && domain.starts_with("eks") {
+            return true;
+        }
+    }
+    strsim::damerau_levenshtein(&key.trim().to_ascii_lowercase(), ROLE_ARN) <= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(annotations: &[(&str, &str)]) -> ServiceAccount {
+        ServiceAccount {
+            namespace: "ns".into(),
+            name: "sa".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn recognises_near_miss_keys() {
+        for key in [
+            "eks.amazonaws.com/role_arn",
+            "eks.amazonaws.com/rolearn",
+            "eks.amazonaws.com/roleArn",
+            "eks.amazon.com/role-arn",
+            "EKS.amazonaws.com/role-arn",
+            " eks.amazonaws.com/role-arn",
+            "eks.amazonaws.com/role-arn ",
+            "eks.amazonaws.com/role-ar",
+            "eks.amazonaws.com./role-arn",
+        ] {
+            let s = sa(&[(key, "arn:aws:iam::111122223333:role/x")]);
+            assert_eq!(s.misspelled_role_arn_keys(), [key], "{key:?}");
+            assert!(s.wants_irsa());
+        }
+    }
+
+    #[test]
+    fn leaves_other_keys_alone() {
+        for key in [
+            AUDIENCE,
+            TOKEN_EXPIRATION,
+            SKIP_CONTAINERS,
+            "eks.amazonaws.com/sts-regional-endpoints",
+            "iam.gke.io/gcp-service-account",
+            "azure.workload.identity/client-id",
+            "kubectl.kubernetes.io/last-applied-configuration",
+        ] {
+            assert!(
+                sa(&[(key, "x")]).misspelled_role_arn_keys().is_empty(),
+                "{key}"
+            );
+        }
+        let both = sa(&[(ROLE_ARN, "x"), ("eks.amazonaws.com/role_arn", "y")]);
+        assert!(both.misspelled_role_arn_keys().is_empty());
+        assert!(!sa(&[("iam.gke.io/gcp-service-account", "x")]).wants_irsa());
+        assert!(sa(&[(AUDIENCE, "x")]).wants_irsa());
+    }
+
+    #[test]
+    fn audience_and_token_expiration() {
+        assert_eq!(sa(&[]).audience(), "sts.amazonaws.com");
+        assert_eq!(sa(&[(AUDIENCE, "vault")]).audience(), "vault");
+        assert_eq!(
+            sa(&[(TOKEN_EXPIRATION, "86400")]).invalid_token_expiration(),
+            None
+        );
+        assert_eq!(
+            sa(&[(TOKEN_EXPIRATION, "600")]).invalid_token_expiration(),
+            None
+        );
+        for bad in ["599", "1h", "", "-1", "86400.0"] {
+            assert_eq!(
+                sa(&[(TOKEN_EXPIRATION, bad)]).invalid_token_expiration(),
+                Some(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! `diagnose(&Facts) -> Report`: the whole checklist as one pure function.
+
+use crate::annotations::{ServiceAccount, AUDIENCE, ROLE_ARN, TOKEN_EXPIRATION};
+use crate::arn::RoleArn;
+use crate::facts::{Fact, Facts, PermissionDecision, Unavailable};
+use crate::policy::PolicyDocument;
+use crate::reason::{ConditionType as C, Reason, Severity};
+use crate::report::{ConditionVerdict, Finding, Report, Status};
+use crate::trust::{evaluate, WebIdentityRequest};
+
+/// Runs every check the facts allow and summarises them.
+pub fn diagnose(facts: &Facts) -> Report {
+    let mut d = Diagnosis::default();
+    let (sa, role) = match d.check_service_account(facts) {
+        Some((sa, role)) => (Some(sa), role),
+        None => (None, None),
+    };
+    let audience = sa.map(ServiceAccount::audience).unwrap_or_default();
+    d.check_oidc_provider(facts, role.as_ref(), audience);
+    d.check_trust_policy(facts, sa, role.as_ref());
+    d.check_permissions(facts, role.as_ref());
+    if let Some(sa) = sa {
+        d.check_audience_annotation(sa);
+    }
+    d.finish(facts)
+}
+
+#[derive(Default)]
+struct Diagnosis {
+    findings: Vec<Finding>,
+    conditions: Vec<ConditionVerdict>,
+    /// ServiceAccountValid closes last: AudienceAnnotationMismatch depends on later checks.
+    pending_sa_message: Option<String>,
+}
+
+impl Diagnosis {
+    fn add(&mut self, reason: Reason, condition: C, message: impl Into<String>) {
+        self.findings.push(Finding::new(reason, condition, message));
+    }
+
+    fn unavailable(&mut self, condition: C, u: &Unavailable) {
+        self.add(u.reason, condition, u.detail.clone());
+    }
+
+    fn skipped(&mut self, condition: C, why: &str) {
+        self.add(Reason::CheckSkipped, condition, why);
+    }
+
+    /// Records a condition that could not run because an earlier one failed.
+    fn not_evaluated(&mut self, condition: C, why: &str) {
+        self.conditions.push(ConditionVerdict {
+            type_: condition,
+            status: Status::Unknown,
+            reason: Reason::NotEvaluated,
+            message: format!("not evaluated: {why}"),
+        });
+    }
+
+    /// Closes a condition: its verdict follows from the findings recorded for it.
+    fn close(&mut self, condition: C, success: Reason, message: String) {
+        let mine: Vec<&Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.condition == condition)
+            .collect();
+        let worst = |sev: Severity| mine.iter().filter(move |f| f.severity == sev);
+        let joined = |sev: Severity| {
+            worst(sev)
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let verdict = if let Some(first) = worst(Severity::Error).next() {
+            ConditionVerdict {
+                type_: condition,
+                status: Status::False,
+                reason: first.reason,
+                message: format!("{}. Fix: {}", joined(Severity::Error), first.fix),
+            }
+        } else if let Some(first) = worst(Severity::Unknown).chain(worst(Severity::Info)).next() {
+            let sev = first.severity;
+            ConditionVerdict {
+                type_: condition,
+                status: Status::Unknown,
+                reason: first.reason,
+                message: joined(sev),
+            }
+        } else {
+            let warnings = joined(Severity::Warning);
+            ConditionVerdict {
+                type_: condition,
+                status: Status::True,
+                reason: success,
+                message: if warnings.is_empty() {
+                    message
+                } else {
+                    format!("{message}. Warning: {warnings}")
+                },
+            }
+        };
+        self.conditions.push(verdict);
+    }
+
+    fn check_service_account<'f>(
+        &mut self,
+        facts: &'f Facts,
+    ) -> Option<(&'f ServiceAccount, Option<RoleArn>)> {
+        let cond = C::ServiceAccountValid;
+        let sa = match &facts.service_account {
+            Fact::Known(Some(sa)) => sa,
+            Fact::Known(None) => {
+                self.add(
+                    Reason::ServiceAccountNotFound,
+                    cond,
+                    format!(
+                        "ServiceAccount {}/{} does not exist",
+                        facts.namespace, facts.name
+                    ),
+                );
+                self.close(cond, Reason::ServiceAccountAnnotated, String::new());
+                return None;
+            }
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                self.close(cond, Reason::ServiceAccountAnnotated, String::new());
+                return None;
+            }
+            Fact::Skipped(why) => {
+                self.skipped(cond, why);
+                self.close(cond, Reason::ServiceAccountAnnotated, String::new());
+                return None;
+            }
+        };
+        let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
+        let misspelled = sa.misspelled_role_arn_keys();
+        let role = if !misspelled.is_empty() {
+            for key in misspelled {
+                self.add(
+                    Reason::RoleArnAnnotationKeyMisspelled,
+                    cond,
+                    format!(
+                        "{who} has annotation {key:?}, which the pod identity webhook ignores; expected the key \
+                         {ROLE_ARN:?}"
+                    ),
+                );
+            }
+            None
+        } else {
+            match sa.role_arn_annotation() {
+                None => {
+                    self.add(
+                        Reason::RoleArnAnnotationMissing,
+                        cond,
+                        format!(
+                            "{who} has no {ROLE_ARN:?} annotation, so its pods get no role of their own and \
+                             fall back to the node's credentials"
+                        ),
+                    );
+                    None
+                }
+                Some(value) => match RoleArn::parse(value) {
+                    Ok(arn) => Some(arn),
+                    Err(e) => {
+                        self.add(
+                            Reason::RoleArnMalformed,
+                            cond,
+                            format!("{who}: {ROLE_ARN} {value:?}: {e}"),
+                        );
+                        None
+                    }
+                },
+            }
+        };
+        if let (Some(expected), Some(found)) = (&facts.expected_role_arn, sa.role_arn_annotation())
+        {
+            if expected.trim() != found {
+                self.add(
+                    Reason::RoleArnMismatch,
+                    cond,
+                    format!("{who} is annotated with {found:?}, but spec.expectedRoleArn is {expected:?}"),
+                );
+            }
+        }
+        if let Some(value) = sa.invalid_token_expiration() {
+            self.add(
+                Reason::TokenExpirationInvalid,
+                cond,
+                format!(
+                    "{who}: {TOKEN_EXPIRATION} {value:?} is not a whole number of seconds of at least 600; the \
+                     webhook falls back to 86400 for non-numbers and raises smaller values to 600"
+                ),
+            );
+        }
+        let message = match &role {
+            Some(arn) => format!("{who} is annotated with role {arn}"),
+            None => String::new(),
+        };
+        self.pending_sa_message = Some(message);
+        Some((sa, role))
+    }
+}
+
+impl Diagnosis {
+    fn check_oidc_provider(&mut self, facts: &Facts, role: Option<&RoleArn>, audience: &str) {
+        let cond = C::OidcProviderValid;
+        let Some(role) = role else {
+            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+        };
+        let issuer = match &facts.issuer {
+            Fact::Known(i) => i,
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                return self.close(cond, Reason::OIDCProviderFound, String::new());
+            }
+            Fact::Skipped(why) => {
+                self.skipped(cond, why);
+                return self.close(cond, Reason::OIDCProviderFound, String::new());
+            }
+        };
+        let expected = issuer.provider_arn(role.partition(), role.account());
+        let providers = match &facts.oidc_providers {
+            Fact::Known(p) => p,
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                return self.close(cond, Reason::OIDCProviderFound, String::new());
+            }
+            Fact::Skipped(why) => {
+                self.skipped(cond, why);
+                return self.close(cond, Reason::OIDCProviderFound, String::new());
+            }
+        };
+        let same_issuer = |p: &&crate::facts::OidcProvider| {
+            p.arn.host_path.eq_ignore_ascii_case(&expected.host_path)
+        };
+        match providers
+            .iter()
+            .filter(same_issuer)
+            .find(|p| p.arn.partition == expected.partition && p.arn.account == expected.account)
+        {
+            None => {
+                let elsewhere: Vec<String> = providers
+                    .iter()
+                    .filter(same_issuer)
+                    .map(|p| p.arn.account.clone())
+                    .collect();
+                let hint = if elsewhere.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (one exists in account {}, but STS looks in the role's account)",
+                        elsewhere.join(", ")
+                    )
+                };
+                self.add(
+                    Reason::OIDCProviderMissing,
+                    cond,
+                    format!(
+                        "account {} has no IAM OIDC provider for issuer {}{hint}; expected {expected}",
+                        role.account(),
+                        issuer.url()
+                    ),
+                );
+            }
+            Some(p) => {
+                if let Some(ids) = &p.client_ids {
+                    if !ids.iter().any(|id| id == audience) {
+                        self.add(
+                            Reason::OIDCProviderAudienceMissing,
+                            cond,
+                            format!(
+                                "provider {} accepts audiences {ids:?}, but the token's audience is {audience:?}",
+                                p.arn
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        self.close(
+            cond,
+            Reason::OIDCProviderFound,
+            format!("IAM OIDC provider {expected} exists"),
+        );
+    }
+
+    fn check_trust_policy(
+        &mut self,
+        facts: &Facts,
+        sa: Option<&ServiceAccount>,
+        role: Option<&RoleArn>,
+    ) {
+        let cond = C::TrustPolicyValid;
+        let (Some(sa), Some(role)) = (sa, role) else {
+            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+        };
+        let Fact::Known(issuer) = &facts.issuer else {
+            return self.not_evaluated(cond, "the cluster's OIDC issuer is unknown");
+        };
+        let trust_policy = match &facts.role {
+            Fact::Known(Some(r)) => &r.trust_policy,
+            Fact::Known(None) => {
+                self.add(
+                    Reason::RoleNotFound,
+                    cond,
+                    format!("role {role} does not exist in account {}", role.account()),
+                );
+                return self.close(cond, Reason::TrustPolicyAllows, String::new());
+            }
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                return self.close(cond, Reason::TrustPolicyAllows, String::new());
+            }
+            Fact::Skipped(why) => {
+                self.skipped(cond, why);
+                return self.close(cond, Reason::TrustPolicyAllows, String::new());
+            }
+        };
+        let request = WebIdentityRequest::new(issuer, role, &sa.namespace, &sa.name, sa.audience());
+        self.evaluate_trust(role, trust_policy, &request);
+        self.close(
+            cond,
+            Reason::TrustPolicyAllows,
+            format!(
+                "the trust policy of {role} admits {} with audience {:?}",
+                request.subject, request.audience
+            ),
+        );
+    }
+
+    fn evaluate_trust(&mut self, role: &RoleArn, trust_policy: &str, request: &WebIdentityRequest) {
+        let cond = C::TrustPolicyValid;
+        let policy = match PolicyDocument::parse(trust_policy) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.add(
+                    Reason::TrustPolicyInvalid,
+                    cond,
+                    format!("trust policy of {role}: {e}"),
+                )
+            }
+        };
+        for f in evaluate(&policy, request).findings {
+            self.add(
+                f.reason,
+                cond,
+                format!("trust policy of {role}: {}", f.message),
+            );
+        }
+    }
+
+    fn check_permissions(&mut self, facts: &Facts, role: Option<&RoleArn>) {
+        let cond = C::PermissionsValid;
+        if facts.permission_requests.is_empty() {
+            return self.close(
+                cond,
+                Reason::PermissionsNotRequested,
+                "spec.permissions is empty".to_string(),
+            );
+        }
+        let Some(role) = role else {
+            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+        };
+        if matches!(facts.role, Fact::Known(None)) {
+            return self.not_evaluated(cond, "the role does not exist");
+        }
+        match &facts.permissions {
+            Fact::Known(verdicts) => {
+                for v in verdicts {
+                    let why = match v.decision {
+                        PermissionDecision::Allowed => continue,
+                        PermissionDecision::ImplicitDeny => {
+                            "no policy of the role allows it (implicit deny)".to_string()
+                        }
+                        PermissionDecision::ExplicitDeny => format!(
+                            "explicitly denied by {}",
+                            if v.matched_statements.is_empty() {
+                                "a Deny statement".to_string()
+                            } else {
+                                v.matched_statements.join(", ")
+                            }
+                        ),
+                    };
+                    self.add(
+                        Reason::PermissionDenied,
+                        cond,
+                        format!(
+                            "{role} may not {} on {}: {why}",
+                            v.request.action, v.request.resource
+                        ),
+                    );
+                }
+            }
+            Fact::Unavailable(u) => self.unavailable(cond, u),
+            Fact::Skipped(why) => self.skipped(cond, why),
+        }
+        self.close(
+            cond,
+            Reason::PermissionsGranted,
+            format!(
+                "all {} requested actions are allowed for {role}",
+                facts.permission_requests.len()
+            ),
+        );
+    }
+
+    /// A custom audience the trust policy or provider rejects points at the annotation as the cause.
+    fn check_audience_annotation(&mut self, sa: &ServiceAccount) {
+        let Some(audience) = sa.annotations.get(AUDIENCE) else {
+            return;
+        };
+        let rejected = self.findings.iter().any(|f| {
+            matches!(
+                f.reason,
+                Reason::TrustPolicyAudienceMismatch | Reason::OIDCProviderAudienceMissing
+            )
+        });
+        if rejected {
+            self.add(
+                Reason::AudienceAnnotationMismatch,
+                C::ServiceAccountValid,
+                format!(
+                    "ServiceAccount {}/{} sets {AUDIENCE} {audience:?}, which the trust policy or provider does not \
+                     accept",
+                    sa.namespace, sa.name
+                ),
+            );
+        }
+    }
+
+    fn finish(mut self, facts: &Facts) -> Report {
+        if let Some(message) = self.pending_sa_message.take() {
+            self.close(
+                C::ServiceAccountValid,
+                Reason::ServiceAccountAnnotated,
+                message,
+            );
+        }
+        self.conditions.sort_by_key(|c| c.type_);
+        self.findings.sort_by_key(|f| f.condition);
+        let ready = ready(&self.conditions, &facts.namespace, &facts.name);
+        self.conditions.push(ready);
+        Report {
+            service_account: format!("{}/{}", facts.namespace, facts.name),
+            role_arn: facts
+                .service_account
+                .known()
+                .and_then(|sa| sa.as_ref()?.role_arn_annotation().map(str::to_string)),
+            findings: self.findings,
+            conditions: self.conditions,
+        }
+    }
+}
+
+/// Ready: False on the first failing condition (checks run in dependency order, so it is the root
+/// cause), Unknown if any is Unknown, True otherwise.
+fn ready(conditions: &[ConditionVerdict], namespace: &str, name: &str) -> ConditionVerdict {
+    let first = |s: Status| conditions.iter().find(|c| c.status == s);
+    let (status, reason, message) = match first(Status::False).or_else(|| first(Status::Unknown)) {
+        Some(c) => (c.status, c.reason, format!("{}: {}", c.type_, c.message)),
+        None => (
+            Status::True,
+            Reason::AllChecksPassed,
+            format!("IRSA is set up correctly for {namespace}/{name}"),
+        ),
+    };
+    ConditionVerdict {
+        type_: C::Ready,
+        status,
+        reason,
+        message,
+    }
+}

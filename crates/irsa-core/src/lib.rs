@@ -1,0 +1,26 @@
+//! irsa-core: the pure diagnosis engine of irsa-doctor.
+//!
+//! Facts in, findings out: parse role ARNs, issuers and IAM trust policies, evaluate a trust policy
+//! as STS would for a ServiceAccount's token, and turn what is known into a [`Report`] of findings
+//! and condition verdicts. No I/O, no async, no Kubernetes or AWS SDK types.
+
+pub mod annotations;
+pub mod arn;
+pub mod condition;
+pub mod diagnose;
+pub mod facts;
+pub mod issuer;
+pub mod manifest;
+pub mod policy;
+pub mod reason;
+pub mod report;
+pub mod trust;
+
+pub use annotations::ServiceAccount;
+pub use arn::{OidcProviderArn, Partition, RoleArn, RoleArnError};
+pub use diagnose::diagnose;
+pub use facts::{Fact, Facts, OidcProvider, Role, Unavailable};
+pub use issuer::{Issuer, IssuerError};
+pub use policy::{PolicyDocument, PolicyError};
+pub use reason::{ConditionType, Reason, Severity};
+pub use report::{ConditionVerdict, Finding, Report, Status};

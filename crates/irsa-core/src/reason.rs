@@ -1,0 +1,290 @@
+//! The reason catalogue: stable identifiers, their condition, severity and fix. A public contract:
+//! adding a reason is fine, renaming or removing one is a breaking change.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// The conditions an IrsaCheck reports, in the order checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConditionType {
+    /// The ServiceAccount exists and its IRSA annotations are well-formed.
+    ServiceAccountValid,
+    /// An IAM OIDC provider for the cluster's issuer exists in the role's account.
+    OidcProviderValid,
+    /// The role exists and its trust policy admits the ServiceAccount.
+    TrustPolicyValid,
+    /// The role may perform the requested actions.
+    PermissionsValid,
+    /// A probe pod really assumed the role.
+    ProbeSucceeded,
+    /// Running pods of the ServiceAccount got the role.
+    WorkloadsValid,
+    /// The summary of all the others.
+    Ready,
+}
+
+impl ConditionType {
+    /// The condition's `type` as written on the object.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::ServiceAccountValid => "ServiceAccountValid",
+            ConditionType::OidcProviderValid => "OIDCProviderValid",
+            ConditionType::TrustPolicyValid => "TrustPolicyValid",
+            ConditionType::PermissionsValid => "PermissionsValid",
+            ConditionType::ProbeSucceeded => "ProbeSucceeded",
+            ConditionType::WorkloadsValid => "WorkloadsValid",
+            ConditionType::Ready => "Ready",
+        }
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ConditionType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// A success reason: the check passed.
+    Ok,
+    /// A note, e.g. a check skipped for want of input.
+    Info,
+    /// The check passes, but something deserves attention.
+    Warning,
+    /// Could not tell (AWS throttled, probe image not pullable): never an alert by itself.
+    Unknown,
+    /// IRSA does not work for this ServiceAccount.
+    Error,
+}
+
+impl Severity {
+    /// Lower-case name used in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Unknown => "unknown",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Severity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+macro_rules! catalogue {
+    ($($name:ident, $cond:expr, $sev:ident, $fix:literal;)*) => {
+        /// A catalogue reason. The identifier is the variant's name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $(
+                #[doc = $fix]
+                $name,
+            )*
+        }
+
+        impl Reason {
+            /// Every reason, in catalogue order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name),*];
+
+            /// The stable CamelCase identifier.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$name => stringify!($name),)* }
+            }
+
+            /// The condition this reason belongs to; `None` for reasons any condition may carry.
+            pub fn condition(self) -> Option<ConditionType> {
+                match self { $(Reason::$name => $cond,)* }
+            }
+
+            /// How bad it is.
+            pub fn severity(self) -> Severity {
+                match self { $(Reason::$name => Severity::$sev,)* }
+            }
+
+            /// What to do about it, in one sentence.
+            pub fn remediation(self) -> &'static str {
+                match self { $(Reason::$name => $fix,)* }
+            }
+        }
+    };
+}
+
+use ConditionType as C;
+
+catalogue! {
+    ServiceAccountNotFound, Some(C::ServiceAccountValid), Error,
+        "Create the ServiceAccount, or point spec.serviceAccountName at an existing one in the same namespace.";
+    RoleArnAnnotationMissing, Some(C::ServiceAccountValid), Error,
+        "Annotate the ServiceAccount with eks.amazonaws.com/role-arn: <role ARN>, then restart its pods.";
+    RoleArnAnnotationKeyMisspelled, Some(C::ServiceAccountValid), Error,
+        "Rename the annotation key to exactly eks.amazonaws.com/role-arn, then restart the pods.";
+    RoleArnMalformed, Some(C::ServiceAccountValid), Error,
+        "Set the annotation to the role's ARN exactly as IAM prints it: arn:<partition>:iam::<account>:role/<path/><name>.";
+    RoleArnMismatch, Some(C::ServiceAccountValid), Error,
+        "Make the annotation and spec.expectedRoleArn agree: fix whichever one drifted.";
+    AudienceAnnotationMismatch, Some(C::ServiceAccountValid), Warning,
+        "Remove eks.amazonaws.com/audience (the default is sts.amazonaws.com) or admit that audience in the trust policy and the provider.";
+    TokenExpirationInvalid, Some(C::ServiceAccountValid), Warning,
+        "Set eks.amazonaws.com/token-expiration to a whole number of seconds of at least 600, or remove it (default 86400).";
+    ClusterIssuerUnknown, Some(C::OidcProviderValid), Unknown,
+        "Configure the issuer (--issuer) or the cluster name (--cluster-name), or grant eks:DescribeCluster.";
+    OIDCProviderMissing, Some(C::OidcProviderValid), Error,
+        "Create the IAM OIDC provider for the cluster's issuer in the role's account (eksctl utils associate-iam-oidc-provider --approve).";
+    OIDCProviderAudienceMissing, Some(C::OidcProviderValid), Error,
+        "Add the audience to the provider: aws iam add-client-id-to-open-id-connect-provider.";
+    RoleNotFound, Some(C::TrustPolicyValid), Error,
+        "Create the role, or fix the account or name in the annotation.";
+    TrustPolicyInvalid, Some(C::TrustPolicyValid), Error,
+        "Rewrite the trust policy as a valid IAM policy document (aws iam update-assume-role-policy validates it).";
+    TrustPolicyNoWebIdentityStatement, Some(C::TrustPolicyValid), Error,
+        "Add an Allow statement with Principal.Federated = the cluster's OIDC provider ARN and Action sts:AssumeRoleWithWebIdentity.";
+    TrustPolicyProviderMismatch, Some(C::TrustPolicyValid), Error,
+        "Set Principal.Federated to this cluster's OIDC provider ARN (clusters recreated get a new issuer id).";
+    TrustPolicyConditionKeyMalformed, Some(C::TrustPolicyValid), Error,
+        "Write condition keys as <issuer host+path>:sub and <issuer host+path>:aud, without https:// and with this cluster's issuer.";
+    TrustPolicySubjectMismatch, Some(C::TrustPolicyValid), Error,
+        "Make the :sub condition admit system:serviceaccount:<namespace>:<name> of this ServiceAccount.";
+    TrustPolicyAudienceMismatch, Some(C::TrustPolicyValid), Error,
+        "Make the :aud condition admit the token audience (sts.amazonaws.com unless eks.amazonaws.com/audience says otherwise).";
+    TrustPolicyWildcardWithoutLike, Some(C::TrustPolicyValid), Error,
+        "Use StringLike for values with * or ?; StringEquals compares them literally and never matches.";
+    TrustPolicyExplicitDeny, Some(C::TrustPolicyValid), Error,
+        "Narrow or remove the Deny statement that matches this ServiceAccount.";
+    TrustPolicyConditionUnverifiable, Some(C::TrustPolicyValid), Unknown,
+        "Nothing to fix if the condition is intended; the verdict depends on request context irsa-doctor cannot see (rely on the probe).";
+    TrustPolicyNoSubjectCondition, Some(C::TrustPolicyValid), Warning,
+        "Add a StringEquals condition on <issuer>:sub naming this ServiceAccount, so no other ServiceAccount of the cluster can assume the role.";
+    TrustPolicySubjectTooBroad, Some(C::TrustPolicyValid), Warning,
+        "Replace the StringLike pattern on :sub by the exact system:serviceaccount:<namespace>:<name> values that need the role.";
+    PermissionDenied, Some(C::PermissionsValid), Error,
+        "Grant the action on the resource in one of the role's policies, or remove the Deny or boundary that blocks it.";
+    PermissionCheckUnavailable, Some(C::PermissionsValid), Unknown,
+        "Grant the operator iam:SimulatePrincipalPolicy, or wait for IAM to answer again.";
+    ProbeCredentialsNotInjected, Some(C::ProbeSucceeded), Error,
+        "Make sure the EKS pod identity webhook runs and the ServiceAccount was annotated before the pod was created.";
+    ProbeAssumedNodeRole, Some(C::ProbeSucceeded), Error,
+        "Fix injection so pods use the web identity token instead of falling back to the node's instance role; consider IMDS hop limit 1.";
+    ProbeAssumedWrongRole, Some(C::ProbeSucceeded), Error,
+        "Remove whatever overrides the annotated role (AWS_ROLE_ARN in the pod spec, a profile, static keys).";
+    ProbeAccessDenied, Some(C::ProbeSucceeded), Error,
+        "Fix the trust policy so it admits this ServiceAccount's token (see the TrustPolicyValid condition).";
+    ProbeInvalidIdentityToken, Some(C::ProbeSucceeded), Error,
+        "Create the IAM OIDC provider for this cluster's issuer in the role's account, with the right audience.";
+    ProbeNoCredentials, Some(C::ProbeSucceeded), Error,
+        "Check that the webhook injected AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE and that the token volume is mounted.";
+    ProbeImagePullFailed, Some(C::ProbeSucceeded), Unknown,
+        "Let the cluster pull the probe image, or configure a mirror with --probe-image.";
+    ProbeTimedOut, Some(C::ProbeSucceeded), Unknown,
+        "Check scheduling and STS reachability from the namespace, or raise spec.probe.timeout.";
+    ProbeFailed, Some(C::ProbeSucceeded), Error,
+        "Read the CLI's error in the message; it names what AWS refused.";
+    StalePodsFound, Some(C::WorkloadsValid), Error,
+        "Restart the named pods (kubectl rollout restart) so the webhook injects the current role.";
+    StaticCredentialsFound, Some(C::WorkloadsValid), Warning,
+        "Remove AWS_ACCESS_KEY_ID / AWS_PROFILE from the containers; they take precedence over IRSA.";
+    AwsApiUnavailable, None, Unknown,
+        "Nothing to fix in the setup: AWS was throttled or unreachable; the check re-runs on its own.";
+    AwsAccessDenied, None, Unknown,
+        "Grant the operator's own IAM role the read permission named in the message.";
+    NotEvaluated, None, Unknown,
+        "Fix the earlier failing check; this one runs once it passes.";
+    CheckSkipped, None, Info,
+        "Supply the missing input to run this check.";
+    ServiceAccountAnnotated, Some(C::ServiceAccountValid), Ok,
+        "The ServiceAccount exists and names a well-formed role ARN.";
+    OIDCProviderFound, Some(C::OidcProviderValid), Ok,
+        "The role's account has an IAM OIDC provider for the cluster's issuer.";
+    TrustPolicyAllows, Some(C::TrustPolicyValid), Ok,
+        "The role's trust policy admits this ServiceAccount's token.";
+    PermissionsGranted, Some(C::PermissionsValid), Ok,
+        "Every requested action is allowed.";
+    PermissionsNotRequested, Some(C::PermissionsValid), Ok,
+        "No permissions were requested in spec.permissions.";
+    ProbeAssumedRole, Some(C::ProbeSucceeded), Ok,
+        "A probe pod assumed the annotated role.";
+    ProbeDisabled, Some(C::ProbeSucceeded), Ok,
+        "The probe is disabled for this check.";
+    WorkloadsInjected, Some(C::WorkloadsValid), Ok,
+        "Every running pod of the ServiceAccount got the current role injected.";
+    NoWorkloads, Some(C::WorkloadsValid), Ok,
+        "No running pod uses the ServiceAccount.";
+    AllChecksPassed, Some(C::Ready), Ok,
+        "Every check passed.";
+}
+
+impl Reason {
+    /// Looks a reason up by its identifier.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_unique_camel_case_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            let name = r.as_str();
+            assert!(seen.insert(name), "duplicate {name}");
+            assert!(name.chars().next().unwrap().is_ascii_uppercase(), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+            assert_eq!(Reason::from_name(name), Some(*r));
+            assert!(r.remediation().ends_with('.'), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_condition_has_a_success_reason() {
+        for c in [
+            C::ServiceAccountValid,
+            C::OidcProviderValid,
+            C::TrustPolicyValid,
+            C::PermissionsValid,
+            C::ProbeSucceeded,
+            C::WorkloadsValid,
+            C::Ready,
+        ] {
+            assert!(
+                Reason::ALL
+                    .iter()
+                    .any(|r| r.condition() == Some(c) && r.severity() == Severity::Ok),
+                "{c}"
+            );
+        }
+    }
+}

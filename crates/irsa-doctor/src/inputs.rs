@@ -1,0 +1,191 @@
+//! Reading the files `lint` is given: ServiceAccount manifests and role trust policies.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use irsa_core::manifest::{service_accounts, ManifestError};
+use irsa_core::{RoleArn, RoleArnError, ServiceAccount};
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+/// Why an input file cannot be used. Every message names the file.
+#[derive(Debug, Error)]
+pub enum InputError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {document}: invalid YAML or JSON: {detail}")]
+    Syntax {
+        path: PathBuf,
+        document: usize,
+        detail: String,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{path}: not the JSON `aws iam get-role` prints ({detail}); for a bare trust policy pass --role ROLE_ARN={path}")]
+    NotGetRole { path: PathBuf, detail: String },
+    #[error("{path}: Role.Arn {found:?} is not a role ARN: {source}")]
+    BadGetRoleArn {
+        path: PathBuf,
+        found: String,
+        source: RoleArnError,
+    },
+    #[error("--role {spec}: {source}")]
+    BadRoleArn { spec: String, source: RoleArnError },
+    #[error("--role {spec}: {path} holds the role {found}, not {expected}")]
+    RoleArnDisagrees {
+        spec: String,
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("the trust policy of {arn} is given twice ({first} and {second})")]
+    DuplicateRole {
+        arn: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
+fn read(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every ServiceAccount in a YAML or JSON file of one or more documents.
+pub fn read_service_accounts(path: &Path) -> Result<Vec<ServiceAccount>, InputError> {
+    let text = read(path)?;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| InputError::Syntax {
+            path: path.to_path_buf(),
+            document: i + 1,
+            detail: e.to_string(),
+        })?;
+        out.extend(service_accounts(
+            &value,
+            &format!("{}, document {}", path.display(), i + 1),
+        )?);
+    }
+    Ok(out)
+}
+
+/// A role's trust policy and the file it came from.
+#[derive(Debug, Clone)]
+pub struct RoleInput {
+    /// The trust policy text, raw or URL-encoded JSON, handed to the engine as is.
+    pub trust_policy: String,
+    /// Where it came from.
+    pub source: PathBuf,
+}
+
+/// Trust policies by role ARN.
+#[derive(Debug, Default)]
+pub struct Roles {
+    by_arn: BTreeMap<RoleArn, RoleInput>,
+}
+
+impl Roles {
+    /// Adds one `--role` argument: `ROLE_ARN=FILE`, or `FILE` holding `aws iam get-role` output.
+    pub fn add_spec(&mut self, spec: &str) -> Result<(), InputError> {
+        match spec.strip_prefix("arn:").and(spec.rsplit_once('=')) {
+            Some((arn, file)) => {
+                let arn = RoleArn::parse(arn).map_err(|source| InputError::BadRoleArn {
+                    spec: spec.to_string(),
+                    source,
+                })?;
+                let path = PathBuf::from(file);
+                let (found, trust_policy) = policy_file(&path)?;
+                if let Some(found) = found.filter(|f| *f != arn) {
+                    return Err(InputError::RoleArnDisagrees {
+                        spec: spec.to_string(),
+                        path,
+                        found: found.to_string(),
+                        expected: arn.to_string(),
+                    });
+                }
+                self.insert(arn, trust_policy, path)
+            }
+            None => {
+                let path = PathBuf::from(spec);
+                match policy_file(&path)? {
+                    (Some(arn), trust_policy) => self.insert(arn, trust_policy, path),
+                    (None, _) => Err(InputError::NotGetRole {
+                        path,
+                        detail: "no Role.Arn".to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Adds the trust policy of a role known from elsewhere (`--trust-policy`).
+    pub fn add_file_for(&mut self, arn: RoleArn, path: &Path) -> Result<(), InputError> {
+        let (_, trust_policy) = policy_file(path)?;
+        self.insert(arn, trust_policy, path.to_path_buf())
+    }
+
+    fn insert(
+        &mut self,
+        arn: RoleArn,
+        trust_policy: String,
+        source: PathBuf,
+    ) -> Result<(), InputError> {
+        if let Some(first) = self.by_arn.get(&arn) {
+            return Err(InputError::DuplicateRole {
+                arn: arn.to_string(),
+                first: first.source.clone(),
+                second: source,
+            });
+        }
+        self.by_arn.insert(
+            arn,
+            RoleInput {
+                trust_policy,
+                source,
+            },
+        );
+        Ok(())
+    }
+
+    /// The trust policy given for a role.
+    pub fn get(&self, arn: &RoleArn) -> Option<&RoleInput> {
+        self.by_arn.get(arn)
+    }
+}
+
+/// Reads a trust policy file: `aws iam get-role` output (role ARN and document), or a bare document.
+/// A bare document is returned as text even if it is not valid JSON: judging it is the engine's job.
+fn policy_file(path: &Path) -> Result<(Option<RoleArn>, String), InputError> {
+    let text = read(path)?;
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&text) else {
+        return Ok((None, text));
+    };
+    let Some(role) = obj.get("Role") else {
+        return Ok((None, text));
+    };
+    let not_get_role = |detail: &str| InputError::NotGetRole {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    let arn = role
+        .get("Arn")
+        .and_then(Value::as_str)
+        .ok_or_else(|| not_get_role("Role.Arn is missing"))?;
+    let arn = RoleArn::parse(arn).map_err(|source| InputError::BadGetRoleArn {
+        path: path.to_path_buf(),
+        found: arn.to_string(),
+        source,
+    })?;
+    let document = match role.get("AssumeRolePolicyDocument") {
+        Some(Value::String(encoded)) => encoded.clone(),
+        Some(doc @ Value::Object(_)) => doc.to_string(),
+        _ => return Err(not_get_role("Role.AssumeRolePolicyDocument is missing")),
+    };
+    Ok((Some(arn), document))
+}

@@ -1,0 +1,130 @@
+//! `irsa-doctor lint`: the diagnosis over files, before anything is applied.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use irsa_core::{diagnose, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
+
+use crate::inputs::{read_service_accounts, Roles};
+use crate::output;
+
+/// Arguments of `irsa-doctor lint`.
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// The cluster's OIDC issuer URL (`aws eks describe-cluster --query cluster.identity.oidc.issuer`).
+    #[arg(long, value_name = "URL")]
+    issuer: String,
+    /// A YAML or JSON file of ServiceAccounts (several documents and `kind: List` allowed).
+    #[arg(long = "service-account", value_name = "FILE")]
+    service_accounts: Vec<PathBuf>,
+    /// A role's trust policy: ROLE_ARN=FILE, or FILE holding `aws iam get-role` output.
+    #[arg(long = "role", value_name = "[ROLE_ARN=]FILE")]
+    roles: Vec<String>,
+    /// The trust policy of the one role the manifests reference.
+    #[arg(long, value_name = "FILE")]
+    trust_policy: Option<PathBuf>,
+    /// An IAM OIDC provider known to exist, optionally with its client IDs (audiences).
+    #[arg(long = "oidc-provider", value_name = "ARN[=AUDIENCE,...]")]
+    oidc_providers: Vec<String>,
+    /// The role every ServiceAccount must name (a drift guard, like an IrsaCheck's spec.expectedRoleArn).
+    #[arg(long, value_name = "ROLE_ARN")]
+    expected_role_arn: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// How findings are printed.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Grouped per ServiceAccount, for people.
+    Text,
+    /// One JSON object, for tools.
+    Json,
+}
+
+/// What lint found, for the exit status.
+pub struct Outcome {
+    errors: bool,
+}
+
+impl Outcome {
+    /// 0 without error findings, 1 with.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(u8::from(self.errors))
+    }
+}
+
+/// Runs lint and prints its findings; an `Err` is unusable input (exit 2).
+pub fn run(args: &LintArgs) -> Result<Outcome> {
+    let issuer = Issuer::parse(&args.issuer).context("--issuer")?;
+    let providers = parse_providers(&args.oidc_providers)?;
+    let mut service_accounts = Vec::new();
+    for path in &args.service_accounts {
+        service_accounts.extend(read_service_accounts(path)?);
+    }
+    service_accounts.retain(|sa| sa.wants_irsa());
+    let mut roles = Roles::default();
+    for spec in &args.roles {
+        roles.add_spec(spec)?;
+    }
+    if let Some(path) = &args.trust_policy {
+        let referenced: BTreeSet<RoleArn> = service_accounts
+            .iter()
+            .filter_map(|sa| RoleArn::parse(sa.role_arn_annotation()?).ok())
+            .collect();
+        match referenced.len() {
+            0 => {}
+            1 => roles.add_file_for(referenced.into_iter().next().expect("one element"), path)?,
+            n => bail!(
+                "--trust-policy {}: the manifests reference {n} roles ({}); give each with --role ROLE_ARN=FILE",
+                path.display(),
+                referenced.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    let reports: Vec<Report> = service_accounts
+        .into_iter()
+        .map(|sa| {
+            let mut facts = Facts::offline(sa, issuer.clone(), providers.clone(), |arn| {
+                roles.get(arn).map(|r| r.trust_policy.clone())
+            });
+            facts.expected_role_arn = args.expected_role_arn.clone();
+            diagnose(&facts)
+        })
+        .collect();
+    let errors = reports.iter().any(Report::has_errors);
+    match args.format {
+        Format::Text => print!("{}", output::text(&reports)),
+        Format::Json => println!("{}", output::json(&reports)),
+    }
+    Ok(Outcome { errors })
+}
+
+/// `ARN` or `ARN=aud1,aud2`; `None` when no provider was given (the check is skipped).
+fn parse_providers(specs: &[String]) -> Result<Option<Vec<OidcProvider>>> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            let (arn, audiences) = match spec.split_once('=') {
+                Some((arn, auds)) => (
+                    arn,
+                    Some(auds.split(',').map(|a| a.trim().to_string()).collect()),
+                ),
+                None => (spec.as_str(), None),
+            };
+            Ok(OidcProvider {
+                arn: OidcProviderArn::parse(arn)
+                    .with_context(|| format!("--oidc-provider {spec}"))?,
+                client_ids: audiences,
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
