@@ -1,0 +1,58 @@
+# Everyday commands. `make demo` shows irsa-doctor at work; `make test` is what CI runs.
+CARGO ?= cargo
+VENV  := .venv
+ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
+PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
+
+.PHONY: all build release test venv fmt lint fuzz-build demo clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+release:
+	$(CARGO) build --release -p irsa-doctor
+
+# The test tools (moto, the AWS CLI) live in a virtual environment the project creates.
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test --workspace --all-targets
+	$(MAKE) fuzz-build
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Fuzz targets must keep building; run one with `cargo fuzz run trust_policy` (nightly) from fuzz/.
+fuzz-build:
+	$(CARGO) build --manifest-path fuzz/Cargo.toml
+
+# `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
+demo:
+	$(CARGO) build -p irsa-doctor
+	./target/debug/irsa-doctor lint \
+	  --issuer $(ISSUER) \
+	  --oidc-provider $(PROVIDER)=sts.amazonaws.com \
+	  --service-account examples/serviceaccounts.yaml \
+	  --role examples/roles/s3-reader.json \
+	  --role examples/roles/ledger-writer.json \
+	  --role examples/roles/payment-gateway.json \
+	  --role arn:aws:iam::111122223333:role/ml-training=examples/roles/ml-training.trust-policy.json \
+	  --role arn:aws:iam::111122223333:role/ml-batch-inference=examples/roles/ml-batch-inference.urlencoded.txt \
+	  ; status=$$?; if [ $$status -gt 1 ]; then exit $$status; fi
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) fuzz/target

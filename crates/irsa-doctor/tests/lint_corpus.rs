@@ -1,0 +1,97 @@
+//! Runs every corpus case through the real `irsa-doctor lint` binary, from files, as CI would.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[path = "../../../tests/corpus/case.rs"]
+mod case;
+
+#[test]
+fn lint_binary_reports_each_corpus_case_exactly() {
+    let cases = case::load_all();
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, (path, case)) in cases.iter().enumerate() {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let sa_file = dir.path().join(format!("{i}-sa.yaml"));
+        std::fs::write(
+            &sa_file,
+            serde_yaml_ng::to_string(&case.service_account).unwrap(),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+        cmd.args([
+            "lint",
+            "--format",
+            "json",
+            "--issuer",
+            &case.issuer,
+            "--service-account",
+        ])
+        .arg(&sa_file);
+        for (j, (arn, policy)) in case.roles.iter().enumerate() {
+            let file = dir.path().join(format!("{i}-role-{j}.json"));
+            std::fs::write(&file, case::policy_text(policy)).unwrap();
+            cmd.arg("--role").arg(format!("{arn}={}", file.display()));
+        }
+        for p in case.oidc_providers.iter().flatten() {
+            let spec = match p.client_ids() {
+                Some(ids) => format!("{}={}", p.arn(), ids.join(",")),
+                None => p.arn().to_string(),
+            };
+            cmd.args(["--oidc-provider", &spec]);
+        }
+        if let Some(expected) = &case.expected_role_arn {
+            cmd.args(["--expected-role-arn", expected]);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json: Value = match serde_json::from_str(&stdout) {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!(
+                    "{name}: not JSON ({e}); stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+                continue;
+            }
+        };
+        let found: BTreeSet<String> = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f["severity"].as_str(),
+                    Some("error" | "warning" | "unknown")
+                )
+            })
+            .map(|f| f["reason"].as_str().unwrap().to_string())
+            .collect();
+        let expected: BTreeSet<String> = case.expect.iter().cloned().collect();
+        let has_error = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "error");
+        let code = out.status.code();
+        if found != expected || code != Some(i32::from(has_error)) {
+            failures.push(format!(
+                "{name}: expected {expected:?}, found {found:?}, exit {code:?}"
+            ));
+        }
+        assert_eq!(
+            json["serviceAccounts"].as_array().map(Vec::len),
+            Some(1),
+            "{name}"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
