@@ -138,21 +138,25 @@ impl BaseOperator {
         ) || matches!(self, Opaque(name) if name.contains("Not"))
     }
 
-    /// Operators that expand `*` and `?`.
+    /// Operators that expand `*` and `?` (IAM's ARN operators all do, segment by segment).
     pub fn is_like(self) -> bool {
         use BaseOperator::*;
-        matches!(self, StringLike | StringNotLike | ArnLike | ArnNotLike)
+        matches!(
+            self,
+            StringLike | StringNotLike | ArnLike | ArnNotLike | ArnEquals | ArnNotEquals
+        )
     }
 
     /// The positive comparison of one request value with one policy value.
     fn matches(self, request: &str, policy: &str) -> Tri {
         use BaseOperator::*;
         match self {
-            StringEquals | StringNotEquals | ArnEquals | ArnNotEquals => (request == policy).into(),
+            StringEquals | StringNotEquals => (request == policy).into(),
             StringEqualsIgnoreCase | StringNotEqualsIgnoreCase => {
                 request.to_lowercase().eq(&policy.to_lowercase()).into()
             }
-            StringLike | StringNotLike | ArnLike | ArnNotLike => like(policy, request).into(),
+            StringLike | StringNotLike => like(policy, request).into(),
+            ArnEquals | ArnNotEquals | ArnLike | ArnNotLike => arn_like(policy, request).into(),
             Bool => request.eq_ignore_ascii_case(policy).into(),
             Null | Opaque(_) => Tri::Unknown,
         }
@@ -162,6 +166,16 @@ impl BaseOperator {
 /// IAM's `StringLike`: `*` any run of characters, `?` one character, case-sensitive.
 pub fn like(pattern: &str, value: &str) -> bool {
     WildMatch::new(pattern).matches(value)
+}
+
+/// IAM's ARN matching: the six colon-separated fields are matched one by one, so `*` never
+/// spans a colon.
+pub fn arn_like(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<&str>, Vec<&str>) = (
+        pattern.splitn(6, ':').collect(),
+        value.splitn(6, ':').collect(),
+    );
+    p.len() == 6 && v.len() == 6 && p.iter().zip(&v).all(|(p, v)| like(p, v))
 }
 
 /// `ForAnyValue:` / `ForAllValues:` for multi-valued keys.
@@ -391,6 +405,24 @@ mod tests {
             ("Null", &["false"], KeyValue::Absent, False),
             ("Null", &["false"], present("x"), True),
             ("Bool", &["true"], present("true"), True),
+            (
+                "ArnEquals",
+                &["arn:aws:iam::*:oidc-provider/x"],
+                present("arn:aws:iam::111122223333:oidc-provider/x"),
+                True,
+            ),
+            (
+                "ArnLike",
+                &["arn:aws:iam::*"],
+                present("arn:aws:iam::111122223333:oidc-provider/x"),
+                False,
+            ),
+            (
+                "ArnNotLike",
+                &["arn:aws:iam::*:*"],
+                present("arn:aws:iam::1:oidc-provider/x"),
+                False,
+            ),
             ("StringEquals", &["a"], KeyValue::Unknowable, Unknown),
             ("IpAddress", &["10.0.0.0/8"], present("10.0.0.1"), Unknown),
             ("NumericLessThan", &["1"], KeyValue::Absent, False),

@@ -53,7 +53,7 @@ pub struct Role {
 }
 
 /// An action the role must be allowed, from `spec.permissions`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PermissionRequest {
     /// e.g. `s3:GetObject`.
     pub action: String,

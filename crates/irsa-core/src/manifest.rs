@@ -24,17 +24,33 @@ pub enum ManifestError {
     },
 }
 
+/// The namespace of manifests that set none, as `kubectl apply` without `-n` would use.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// Every ServiceAccount in `doc`, flattening `kind: List`; other kinds are skipped.
-/// `at` names the document in errors (e.g. `sa.yaml, document 2`). Namespace defaults to `default`.
+/// `at` names the document in errors (e.g. `sa.yaml, document 2`).
 pub fn service_accounts(doc: &Value, at: &str) -> Result<Vec<ServiceAccount>, ManifestError> {
+    service_accounts_in(doc, at, DEFAULT_NAMESPACE)
+}
+
+/// Like [`service_accounts`], with the namespace for manifests that set none (`kubectl -n`).
+pub fn service_accounts_in(
+    doc: &Value,
+    at: &str,
+    namespace: &str,
+) -> Result<Vec<ServiceAccount>, ManifestError> {
     let kind = doc.get("kind").and_then(Value::as_str);
     match kind {
-        Some("ServiceAccount") => Ok(vec![service_account(doc, at)?]),
+        Some("ServiceAccount") => Ok(vec![service_account(doc, at, namespace)?]),
         Some(k) if k == "List" || k.ends_with("List") => {
             let items = doc.get("items").and_then(Value::as_array);
             let mut out = Vec::new();
             for (i, item) in items.into_iter().flatten().enumerate() {
-                out.extend(service_accounts(item, &format!("{at}, items[{i}]"))?);
+                out.extend(service_accounts_in(
+                    item,
+                    &format!("{at}, items[{i}]"),
+                    namespace,
+                )?);
             }
             Ok(out)
         }
@@ -42,7 +58,11 @@ pub fn service_accounts(doc: &Value, at: &str) -> Result<Vec<ServiceAccount>, Ma
     }
 }
 
-fn service_account(doc: &Value, at: &str) -> Result<ServiceAccount, ManifestError> {
+fn service_account(
+    doc: &Value,
+    at: &str,
+    default_namespace: &str,
+) -> Result<ServiceAccount, ManifestError> {
     let meta = doc.get("metadata");
     let text = |field: &str| -> Result<Option<String>, ManifestError> {
         match meta.and_then(|m| m.get(field)) {
@@ -58,7 +78,7 @@ fn service_account(doc: &Value, at: &str) -> Result<ServiceAccount, ManifestErro
     let name = text("name")?
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ManifestError::MissingName { at: at.to_string() })?;
-    let namespace = text("namespace")?.unwrap_or_else(|| "default".to_string());
+    let namespace = text("namespace")?.unwrap_or_else(|| default_namespace.to_string());
     let mut annotations = std::collections::BTreeMap::new();
     if let Some(map) = meta
         .and_then(|m| m.get("annotations"))

@@ -57,15 +57,6 @@ impl Principals {
     }
 }
 
-/// `Principal` or `NotPrincipal`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrincipalSpec {
-    /// The statement applies to these principals.
-    Principal(Principals),
-    /// The statement applies to everyone except these.
-    NotPrincipal(Principals),
-}
-
 /// `Action` or `NotAction`, each a list of patterns with `*` and `?`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionSpec {
@@ -84,8 +75,8 @@ pub struct Statement {
     pub sid: Option<String>,
     /// Allow or Deny.
     pub effect: Effect,
-    /// Whom it applies to; a trust policy statement must have one.
-    pub principal: PrincipalSpec,
+    /// Whom it applies to (trust policies do not allow `NotPrincipal`).
+    pub principal: Principals,
     /// What it applies to.
     pub action: ActionSpec,
     /// Every condition, flattened: operator × key with its values.
@@ -131,6 +122,7 @@ impl PolicyDocument {
         let obj = value
             .as_object()
             .ok_or_else(|| invalid("(document)", "a policy must be a JSON object"))?;
+        reject_unknown_keys(obj, DOCUMENT_KEYS, "(document)")?;
         let version = match obj.get("Version") {
             None => None,
             Some(Value::String(v)) if v == "2012-10-17" || v == "2008-10-17" => Some(v.clone()),
@@ -184,6 +176,7 @@ fn parse_statement(index: usize, value: &Value, at: &str) -> Result<Statement, P
     let obj = value
         .as_object()
         .ok_or_else(|| invalid(at, "a statement must be a JSON object"))?;
+    reject_unknown_keys(obj, STATEMENT_KEYS, at)?;
     let sid = match obj.get("Sid") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -211,15 +204,13 @@ fn parse_statement(index: usize, value: &Value, at: &str) -> Result<Statement, P
         }
     };
     let principal = match (obj.get("Principal"), obj.get("NotPrincipal")) {
-        (Some(p), None) => {
-            PrincipalSpec::Principal(parse_principals(p, &format!("{at}.Principal"))?)
+        (_, Some(_)) => {
+            return Err(invalid(
+                format!("{at}.NotPrincipal"),
+                "IAM role trust policies do not support NotPrincipal; name the provider in Principal.Federated",
+            ))
         }
-        (None, Some(p)) => {
-            PrincipalSpec::NotPrincipal(parse_principals(p, &format!("{at}.NotPrincipal"))?)
-        }
-        (Some(_), Some(_)) => {
-            return Err(invalid(at, "has both Principal and NotPrincipal; keep one"))
-        }
+        (Some(p), None) => parse_principals(p, &format!("{at}.Principal"))?,
         (None, None) => {
             return Err(invalid(
                 at,
@@ -258,10 +249,54 @@ fn parse_statement(index: usize, value: &Value, at: &str) -> Result<Statement, P
     })
 }
 
+const DOCUMENT_KEYS: &[&str] = &["Version", "Id", "Statement"];
+const STATEMENT_KEYS: &[&str] = &[
+    "Sid",
+    "Effect",
+    "Principal",
+    "NotPrincipal",
+    "Action",
+    "NotAction",
+    "Condition",
+];
+const PRINCIPAL_TYPES: &[&str] = &["AWS", "Federated", "Service", "CanonicalUser"];
+
+/// IAM refuses documents with keys it does not know (`Conditions`, `Resource` in a trust policy);
+/// ignoring them would turn a rejected document into a verdict.
+fn reject_unknown_keys(
+    obj: &Map<String, Value>,
+    known: &[&str],
+    at: &str,
+) -> Result<(), PolicyError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(invalid(
+            format!("{at}.{key}"),
+            format!("IAM does not accept {key:?} here{}", nearest(key, known)),
+        )),
+    }
+}
+
+fn nearest(found: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| {
+            (
+                strsim::damerau_levenshtein(&found.to_lowercase(), &k.to_lowercase()),
+                k,
+            )
+        })
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| format!("; did you mean {k:?}?"))
+        .unwrap_or_else(|| format!("; expected one of {known:?}"))
+}
+
 fn parse_principals(value: &Value, at: &str) -> Result<Principals, PolicyError> {
     match value {
         Value::String(s) if s == "*" => Ok(Principals::Any),
         Value::Object(map) => {
+            reject_unknown_keys(map, PRINCIPAL_TYPES, at)?;
             let mut typed = Vec::with_capacity(map.len());
             for (kind, v) in map {
                 let values = string_list(v, &format!("{at}.{kind}"))?;
@@ -348,7 +383,7 @@ mod tests {
         )
         .unwrap();
         let st = &doc.statements[0];
-        assert_eq!(st.principal, PrincipalSpec::Principal(Principals::Any));
+        assert_eq!(st.principal, Principals::Any);
         assert_eq!(st.action, ActionSpec::Action(vec!["sts:*".into()]));
         assert_eq!(st.conditions.len(), 2);
         assert!(st.conditions.iter().any(|c| c.values == ["true"]));
@@ -356,10 +391,7 @@ mod tests {
             r#"{"Statement":[{"Effect":"Deny","Principal":{"AWS":"*"},"NotAction":"iam:*"}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            aws_star.statements[0].principal,
-            PrincipalSpec::Principal(Principals::Any)
-        );
+        assert_eq!(aws_star.statements[0].principal, Principals::Any);
     }
 
     #[test]
@@ -384,6 +416,18 @@ mod tests {
                 "Statement.Condition.StringEqual",
             ),
             (r#"{"Version":"2020-01-01","Statement":{}}"#, "Version"),
+            (
+                r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"x","Conditions":{}}}"#,
+                "Statement.Conditions: IAM does not accept \"Conditions\" here; did you mean \"Condition\"?",
+            ),
+            (
+                r#"{"Statement":{"Effect":"Allow","Principal":{"federated":"x"},"Action":"x"}}"#,
+                "did you mean \"Federated\"?",
+            ),
+            (
+                r#"{"Statement":{"Effect":"Allow","NotPrincipal":{"AWS":"x"},"Action":"x"}}"#,
+                "do not support NotPrincipal",
+            ),
         ];
         for (doc, expected) in cases {
             let err = PolicyDocument::parse(doc).unwrap_err().to_string();

@@ -7,7 +7,7 @@ use wildmatch::WildMatch;
 use crate::arn::{OidcProviderArn, RoleArn};
 use crate::condition::{like, Condition, KeyValue, Tri};
 use crate::issuer::{eks_parts, Issuer};
-use crate::policy::{ActionSpec, Effect, PolicyDocument, PrincipalSpec, Principals, Statement};
+use crate::policy::{ActionSpec, Effect, PolicyDocument, Principals, Statement};
 use crate::reason::Reason;
 
 /// The action a pod's SDK calls.
@@ -230,22 +230,18 @@ pub fn action_admits(spec: &ActionSpec) -> bool {
     }
 }
 
-fn principal_admits(spec: &PrincipalSpec, provider: &str) -> bool {
-    let listed = |p: &Principals| match p {
+fn principal_admits(principals: &Principals, provider: &str) -> bool {
+    match principals {
         Principals::Any => true,
-        Principals::Typed(_) => p.of_type("Federated").any(|f| f == provider),
-    };
-    match spec {
-        PrincipalSpec::Principal(p) => listed(p),
-        PrincipalSpec::NotPrincipal(p) => !listed(p),
+        Principals::Typed(_) => principals.of_type("Federated").any(|f| f == provider),
     }
 }
 
 /// A statement that is meant for web identity: it allows the action to a federated principal.
 fn is_web_identity_candidate(st: &Statement) -> bool {
     let federated = match &st.principal {
-        PrincipalSpec::Principal(Principals::Any) | PrincipalSpec::NotPrincipal(_) => true,
-        PrincipalSpec::Principal(p) => p.of_type("Federated").next().is_some(),
+        Principals::Any => true,
+        p => p.of_type("Federated").next().is_some(),
     };
     st.effect == Effect::Allow && action_admits(&st.action) && federated
 }
@@ -285,19 +281,12 @@ fn explain_no_allow(
 }
 
 fn provider_mismatch(st: &Statement, expected: &OidcProviderArn) -> TrustFinding {
-    let found: Vec<&str> = match &st.principal {
-        PrincipalSpec::Principal(p) => p.of_type("Federated").collect(),
-        PrincipalSpec::NotPrincipal(_) => Vec::new(),
-    };
-    let details: Vec<String> = found
-        .iter()
+    let details: Vec<String> = st
+        .principal
+        .of_type("Federated")
         .map(|f| format!("{f:?} ({})", provider_difference(f, expected)))
         .collect();
-    let found_text = if details.is_empty() {
-        "excludes this provider through NotPrincipal".to_string()
-    } else {
-        format!("trusts {}", details.join(" and "))
-    };
+    let found_text = format!("trusts {}", details.join(" and "));
     TrustFinding {
         reason: Reason::TrustPolicyProviderMismatch,
         message: format!(
@@ -526,16 +515,12 @@ fn warnings(
             });
             continue;
         }
+        // Narrow only if one pinning condition admits nothing but exact values: a pattern next
+        // to an exact value in the same list still admits other ServiceAccounts.
         let exact = pinning.iter().any(|c| {
-            c.values.iter().any(|v| {
-                !(c.operator.base.is_like() && v.contains(['*', '?'])) && {
-                    let single = Condition {
-                        values: vec![v.clone()],
-                        ..(*c).clone()
-                    };
-                    single.evaluate(&KeyValue::Present(vec![request.subject.clone()])) == Tri::True
-                }
-            })
+            c.values
+                .iter()
+                .all(|v| !(c.operator.base.is_like() && v.contains(['*', '?'])))
         });
         if !exact {
             let patterns: Vec<&String> = pinning

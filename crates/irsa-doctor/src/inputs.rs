@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use irsa_core::manifest::{service_accounts, ManifestError};
+use irsa_core::manifest::{service_accounts_in, ManifestError};
 use irsa_core::{RoleArn, RoleArnError, ServiceAccount};
 use serde::Deserialize;
 use serde_json::Value;
@@ -35,6 +35,8 @@ pub enum InputError {
     },
     #[error("--role {spec}: {source}")]
     BadRoleArn { spec: String, source: RoleArnError },
+    #[error("--role {spec}: expected ROLE_ARN=FILE (or FILE holding `aws iam get-role` output)")]
+    ArnWithoutFile { spec: String },
     #[error("--role {spec}: {path} holds the role {found}, not {expected}")]
     RoleArnDisagrees {
         spec: String,
@@ -57,8 +59,12 @@ fn read(path: &Path) -> Result<String, InputError> {
     })
 }
 
-/// Every ServiceAccount in a YAML or JSON file of one or more documents.
-pub fn read_service_accounts(path: &Path) -> Result<Vec<ServiceAccount>, InputError> {
+/// Every ServiceAccount in a YAML or JSON file of one or more documents; `namespace` is used
+/// for manifests that set none.
+pub fn read_service_accounts(
+    path: &Path,
+    namespace: &str,
+) -> Result<Vec<ServiceAccount>, InputError> {
     let text = read(path)?;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
@@ -67,9 +73,10 @@ pub fn read_service_accounts(path: &Path) -> Result<Vec<ServiceAccount>, InputEr
             document: i + 1,
             detail: e.to_string(),
         })?;
-        out.extend(service_accounts(
+        out.extend(service_accounts_in(
             &value,
             &format!("{}, document {}", path.display(), i + 1),
+            namespace,
         )?);
     }
     Ok(out)
@@ -111,6 +118,9 @@ impl Roles {
                 }
                 self.insert(arn, trust_policy, path)
             }
+            None if spec.starts_with("arn:") => Err(InputError::ArnWithoutFile {
+                spec: spec.to_string(),
+            }),
             None => {
                 let path = PathBuf::from(spec);
                 match policy_file(&path)? {

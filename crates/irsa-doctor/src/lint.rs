@@ -18,8 +18,11 @@ pub struct LintArgs {
     #[arg(long, value_name = "URL")]
     issuer: String,
     /// A YAML or JSON file of ServiceAccounts (several documents and `kind: List` allowed).
-    #[arg(long = "service-account", value_name = "FILE")]
+    #[arg(long = "service-account", value_name = "FILE", required = true)]
     service_accounts: Vec<PathBuf>,
+    /// The namespace of ServiceAccounts whose manifest sets none, as with `kubectl apply -n`.
+    #[arg(long, short = 'n', value_name = "NAMESPACE", default_value = irsa_core::manifest::DEFAULT_NAMESPACE)]
+    namespace: String,
     /// A role's trust policy: ROLE_ARN=FILE, or FILE holding `aws iam get-role` output.
     #[arg(long = "role", value_name = "[ROLE_ARN=]FILE")]
     roles: Vec<String>,
@@ -64,7 +67,7 @@ pub fn run(args: &LintArgs) -> Result<Outcome> {
     let providers = parse_providers(&args.oidc_providers)?;
     let mut service_accounts = Vec::new();
     for path in &args.service_accounts {
-        service_accounts.extend(read_service_accounts(path)?);
+        service_accounts.extend(read_service_accounts(path, &args.namespace)?);
     }
     service_accounts.retain(|sa| sa.wants_irsa());
     let mut roles = Roles::default();

@@ -243,9 +243,16 @@ fn unusable_input_exits_two_naming_the_file_and_problem() {
             "--oidc-provider".into(),
         ),
         (vec!["--no-such-flag"], "--no-such-flag".into()),
+        (
+            vec!["--role", "arn:aws:iam::111122223333:role/x"],
+            "expected ROLE_ARN=FILE".into(),
+        ),
     ];
     for (args, expected) in cases {
         let mut all = vec!["--issuer", ISSUER];
+        if !args.contains(&"--service-account") {
+            all.extend(["--service-account", "examples/serviceaccounts.yaml"]);
+        }
         all.extend(args.iter().copied());
         let out = lint(&all);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -255,7 +262,14 @@ fn unusable_input_exits_two_naming_the_file_and_problem() {
             stderr(&out)
         );
     }
-    let out = lint(&["--issuer", "http://example.com"]);
+    let out = lint(&["--issuer", ISSUER]);
+    assert_eq!(out.status.code(), Some(2), "--service-account is required");
+    let out = lint(&[
+        "--issuer",
+        "http://example.com",
+        "--service-account",
+        "examples/serviceaccounts.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("--issuer") && stderr(&out).contains("https"),
@@ -279,5 +293,42 @@ fn trust_policy_short_form_refuses_ambiguity() {
         stderr(&out).contains("--role ROLE_ARN=FILE"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn namespace_flag_applies_to_manifests_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sa = dir.path().join("sa.yaml");
+    std::fs::write(
+        &sa,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: s3-reader\n  annotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/s3-reader\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--issuer",
+            ISSUER,
+            "--service-account",
+            sa.to_str().unwrap(),
+            "--trust-policy",
+            "examples/roles/s3-reader.json",
+        ];
+        args.extend(extra);
+        lint(&args)
+    };
+    let defaulted = run(&[]);
+    assert_eq!(
+        defaulted.status.code(),
+        Some(1),
+        "default/s3-reader is not the subject the policy names"
+    );
+    assert!(String::from_utf8_lossy(&defaulted.stdout).contains("default/s3-reader"));
+    let namespaced = run(&["-n", "reports"]);
+    assert_eq!(
+        namespaced.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&namespaced.stdout)
     );
 }
