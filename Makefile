@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release test venv fmt lint fuzz-build bench-aws demo clean
+.PHONY: all build release test venv fmt lint fuzz-build bench-aws bench-kube-sim demo clean
 
 # Anything that runs the AWS SDK or CLI here gets static test credentials and no instance
 # metadata, so nothing can reach for real AWS.
@@ -47,6 +47,10 @@ fuzz-build:
 # AWS facts for 10,000 ServiceAccounts over 1,000 roles against moto, cold and warm.
 bench-aws: venv
 	$(TEST_ENV) $(CARGO) bench -p irsa-aws --bench resolve
+
+# kube-sim's request rates through the real kube-rs client: 10,000 ServiceAccounts, 50,000 pods.
+bench-kube-sim:
+	$(CARGO) bench -p kube-sim --bench throughput
 
 # `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
 demo:

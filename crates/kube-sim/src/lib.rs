@@ -4,7 +4,9 @@
 //! kubelet. Never linked into the shipped binary.
 //!
 //! Server-side apply is treated as a JSON merge patch (creating the object when it does not
-//! exist, and requiring a field manager); managed fields and conflicts are not tracked.
+//! exist, and requiring a field manager); managed fields and conflicts are not tracked. Bodies
+//! are JSON (or YAML for apply) only: protobuf and CBOR get 415, so kubectl's typed generators
+//! (`kubectl create namespace x`) are refused — `kubectl create -f` and `apply -f` work.
 
 pub mod errors;
 pub mod events;
@@ -214,7 +216,8 @@ impl KubeSim {
             .unwrap_or(0)
     }
 
-    /// Fails the next `count` requests to `plural` (of `verb`, if given) with `code`.
+    /// Fails the next `count` requests to `plural` (or only to a subresource, `pods/status`),
+    /// of `verb` if given, with `code`.
     pub fn fail_next(&self, plural: &str, verb: Option<&str>, count: usize, code: u16) {
         self.state
             .faults

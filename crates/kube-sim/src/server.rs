@@ -27,7 +27,7 @@ use crate::webhook::{self, WebhookOptions};
 /// Requests to fail on purpose: the next `remaining` requests to `plural` (and `verb`, if set).
 #[derive(Debug, Clone)]
 pub struct Fault {
-    /// Resource plural, e.g. `pods`.
+    /// Resource plural, e.g. `pods`, or a subresource, e.g. `pods/status` (only that then).
     pub plural: String,
     /// Verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`), or any.
     pub verb: Option<String>,
@@ -83,10 +83,12 @@ impl SimState {
         *r.entry((verb.to_string(), plural.to_string())).or_default() += 1;
     }
 
-    fn injected_fault(&self, verb: &str, plural: &str) -> Option<ApiError> {
+    fn injected_fault(&self, verb: &str, plural: &str, resource: &str) -> Option<ApiError> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let f = faults.iter_mut().find(|f| {
-            f.plural == plural && f.remaining > 0 && f.verb.as_deref().is_none_or(|v| v == verb)
+            (f.plural == plural || f.plural == resource)
+                && f.remaining > 0
+                && f.verb.as_deref().is_none_or(|v| v == verb)
         })?;
         f.remaining -= 1;
         Some(ApiError::injected(f.code))
@@ -455,7 +457,7 @@ async fn route(
         None => t.rt.plural.clone(),
     };
     sim.count(verb, &resource);
-    if let Some(err) = sim.injected_fault(verb, &t.rt.plural) {
+    if let Some(err) = sim.injected_fault(verb, &t.rt.plural, &resource) {
         return Err(err);
     }
     let ns = t.namespace.as_deref();
@@ -555,6 +557,10 @@ async fn route(
 }
 
 fn parse_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
+    // Real servers also speak protobuf and CBOR; clients fall back to JSON on 415.
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     let parsed = if content_type.contains("yaml") {
         serde_yaml_ng::from_slice(body).map_err(|e| e.to_string())
     } else {

@@ -607,3 +607,123 @@ async fn get_json(client: &kube::Client, path: &str) -> Value {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn streaming_lists_apply_rules_orphans_and_scripted_pods() {
+    let script: kube_sim::ScriptFn =
+        std::sync::Arc::new(|pod: &Value| match pod["metadata"]["name"].as_str() {
+            Some("denied") => Some(Script::Exit {
+                log: "An error occurred (AccessDenied)".into(),
+                code: 254,
+                after: Duration::from_millis(10),
+            }),
+            Some("stuck") => Some(Script::Hang),
+            _ => None,
+        });
+    let sim = KubeSim::start_with(Options {
+        kubelet: Some(KubeletOptions {
+            extra_env: Vec::new(),
+            script: Some(script),
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = sim.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("denied", "default"))
+        .await
+        .unwrap();
+    let mut stuck = pod("stuck", "default");
+    stuck.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
+    pods.create(&PostParams::default(), &stuck).await.unwrap();
+
+    // sendInitialEvents: the existing objects, then a bookmark marking the end of the initial list.
+    let params = WatchParams::streaming_lists().timeout(3);
+    let mut stream = pods.watch(&params, "").await.unwrap().boxed();
+    let mut initial = Vec::new();
+    loop {
+        match stream.try_next().await.unwrap().unwrap() {
+            WatchEvent::Added(p) => initial.push(p.metadata.name.unwrap()),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, ["denied", "stuck"]);
+
+    // Scripted outcomes: a given log and exit code; a pod that never finishes hits its deadline.
+    for _ in 0..100 {
+        let done = |name: &str| {
+            let pods = pods.clone();
+            let name = name.to_string();
+            async move {
+                pods.get(&name)
+                    .await
+                    .unwrap()
+                    .status
+                    .and_then(|s| s.phase)
+                    .unwrap_or_default()
+            }
+        };
+        if done("denied").await == "Failed" && done("stuck").await == "Failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pods.logs("denied", &Default::default()).await.unwrap(),
+        "An error occurred (AccessDenied)"
+    );
+    let stuck = pods.get("stuck").await.unwrap().status.unwrap();
+    assert_eq!(
+        (stuck.phase.as_deref(), stuck.reason.as_deref()),
+        (Some("Failed"), Some("DeadlineExceeded"))
+    );
+
+    // Apply needs a field manager.
+    let no_manager = pods
+        .patch(
+            "denied",
+            &PatchParams::default(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "denied"}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(no_manager), 400);
+
+    // Orphan propagation keeps dependents and strips their owner reference.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let owner = sas
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "owner"}})),
+        )
+        .await
+        .unwrap();
+    let mut dependent = pod("dependent", "default");
+    dependent.metadata.owner_references = Some(vec![from_json(
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "name": "owner", "uid": owner.metadata.uid}),
+    )]);
+    pods.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+    sas.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    let kept = pods.get("dependent").await.unwrap();
+    assert!(kept
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .is_empty());
+}
