@@ -202,6 +202,8 @@ catalogue! {
         "Restart the named pods (kubectl rollout restart) so the webhook injects the current role.";
     StaticCredentialsFound, Some(C::WorkloadsValid), Warning,
         "Remove AWS_ACCESS_KEY_ID / AWS_PROFILE from the containers; they take precedence over IRSA.";
+    SpecInvalid, Some(C::Ready), Error,
+        "Fix the IrsaCheck's spec as the message says (kubectl edit irsacheck <name>).";
     AwsApiUnavailable, None, Unknown,
         "Nothing to fix in the setup: AWS was throttled or unreachable; the check re-runs on its own.";
     AwsAccessDenied, None, Unknown,

@@ -28,6 +28,7 @@ fn needs_live_facts(reason: Reason) -> bool {
             | Reason::AwsApiUnavailable
             | Reason::AwsAccessDenied
             | Reason::NotEvaluated
+            | Reason::SpecInvalid
     )
 }
 

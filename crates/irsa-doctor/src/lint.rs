@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use irsa_core::{diagnose, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
 
 use crate::inputs::{read_service_accounts, Roles};
-use crate::output;
+use crate::output::{self, Format};
 
 /// Arguments of `irsa-doctor lint`.
 #[derive(Debug, Args)]
@@ -40,29 +40,8 @@ pub struct LintArgs {
     format: Format,
 }
 
-/// How findings are printed.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
-    /// Grouped per ServiceAccount, for people.
-    Text,
-    /// One JSON object, for tools.
-    Json,
-}
-
-/// What lint found, for the exit status.
-pub struct Outcome {
-    errors: bool,
-}
-
-impl Outcome {
-    /// 0 without error findings, 1 with.
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(u8::from(self.errors))
-    }
-}
-
 /// Runs lint and prints its findings; an `Err` is unusable input (exit 2).
-pub fn run(args: &LintArgs) -> Result<Outcome> {
+pub fn run(args: &LintArgs) -> Result<ExitCode> {
     let issuer = Issuer::parse(&args.issuer).context("--issuer")?;
     let providers = parse_providers(&args.oidc_providers)?;
     let mut service_accounts = Vec::new();
@@ -99,12 +78,7 @@ pub fn run(args: &LintArgs) -> Result<Outcome> {
             diagnose(&facts)
         })
         .collect();
-    let errors = reports.iter().any(Report::has_errors);
-    match args.format {
-        Format::Text => print!("{}", output::text(&reports)),
-        Format::Json => println!("{}", output::json(&reports)),
-    }
-    Ok(Outcome { errors })
+    Ok(output::print(&reports, args.format))
 }
 
 /// `ARN` or `ARN=aud1,aud2`; `None` when no provider was given (the check is skipped).

@@ -2,8 +2,29 @@
 
 use std::fmt::Write;
 
+use std::process::ExitCode;
+
+use clap::ValueEnum;
 use irsa_core::{Report, Severity, Status};
 use serde_json::json;
+
+/// How findings are printed.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Grouped per ServiceAccount, for people.
+    Text,
+    /// One JSON object, for tools.
+    Json,
+}
+
+/// Prints `reports` and returns the exit status: 0 without error findings, 1 with.
+pub fn print(reports: &[Report], format: Format) -> ExitCode {
+    match format {
+        Format::Text => print!("{}", text(reports)),
+        Format::Json => println!("{}", json(reports)),
+    }
+    ExitCode::from(u8::from(reports.iter().any(Report::has_errors)))
+}
 
 /// Findings grouped per ServiceAccount, with the fix under each, then a summary line.
 pub fn text(reports: &[Report]) -> String {

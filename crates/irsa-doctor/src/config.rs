@@ -1,0 +1,113 @@
+//! Configuration by flags and environment, shared by `run` and `check`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use irsa_aws::{AwsFactsConfig, Ttls};
+
+/// How to find the cluster's issuer.
+#[derive(Debug, Clone, Args)]
+pub struct IssuerArgs {
+    /// The cluster's OIDC issuer URL; otherwise discovered.
+    #[arg(long, env = "IRSA_DOCTOR_ISSUER")]
+    pub issuer: Option<String>,
+    /// EKS cluster name: the issuer comes from eks:DescribeCluster.
+    #[arg(long, env = "IRSA_DOCTOR_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+}
+
+/// Limits on AWS calls.
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// At most this many AWS calls in flight.
+    #[arg(long, env = "IRSA_DOCTOR_AWS_MAX_CONCURRENCY", default_value_t = 8)]
+    pub aws_max_concurrency: usize,
+    /// Client-side rate limit on AWS calls per second (IAM's own limits are low).
+    #[arg(long, env = "IRSA_DOCTOR_AWS_RATE", default_value_t = 10)]
+    pub aws_rate: u32,
+    /// Attempts per AWS call, with the SDK's standard backoff.
+    #[arg(long, env = "IRSA_DOCTOR_AWS_MAX_ATTEMPTS", default_value_t = 4)]
+    pub aws_max_attempts: u32,
+    /// How long roles, providers and permission simulations are cached.
+    #[arg(long, env = "IRSA_DOCTOR_AWS_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub aws_cache_ttl: Duration,
+    /// A role to assume for IAM facts of another account: ACCOUNT=ROLE_ARN (repeatable).
+    #[arg(long = "assume-role", value_name = "ACCOUNT=ROLE_ARN", value_parser = parse_assume_role)]
+    pub assume_role: Vec<(String, String)>,
+}
+
+fn parse_assume_role(s: &str) -> Result<(String, String), String> {
+    let (account, role) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ACCOUNT=ROLE_ARN"))?;
+    if !irsa_core::arn::is_account_id(account) {
+        return Err(format!("{account:?} is not a 12-digit account id"));
+    }
+    irsa_core::RoleArn::parse(role).map_err(|e| format!("{role:?}: {e}"))?;
+    Ok((account.to_string(), role.to_string()))
+}
+
+impl AwsArgs {
+    /// The irsa-aws configuration.
+    pub fn config(&self) -> AwsFactsConfig {
+        let ttl = self.aws_cache_ttl;
+        AwsFactsConfig {
+            ttl: Ttls {
+                providers: ttl,
+                role: ttl,
+                permissions: ttl,
+                ..Ttls::default()
+            },
+            max_concurrent_calls: self.aws_max_concurrency,
+            calls_per_second: self.aws_rate,
+            burst: self.aws_rate,
+            max_attempts: self.aws_max_attempts,
+            assume_role_per_account: self.assume_role.iter().cloned().collect::<BTreeMap<_, _>>(),
+            ..AwsFactsConfig::default()
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `irsa-doctor run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Namespaces to watch (comma-separated); all when empty.
+    #[arg(long, env = "IRSA_DOCTOR_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// How often every annotated ServiceAccount is diagnosed again.
+    #[arg(long, env = "IRSA_DOCTOR_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// Diagnoses run at once.
+    #[arg(long, env = "IRSA_DOCTOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "IRSA_DOCTOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so that only one replica writes.
+    #[arg(long, env = "IRSA_DOCTOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "irsa-doctor")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "IRSA_DOCTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}

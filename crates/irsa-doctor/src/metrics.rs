@@ -1,0 +1,235 @@
+//! Prometheus metrics, all named `irsa_doctor_*`, with low-cardinality labels (the per-check
+//! gauge is the one exception: one series per IrsaCheck, which is what alerts need).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use irsa_aws::AwsFacts;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of the per-IrsaCheck ready gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// The IrsaCheck's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its Ready reason.
+    pub reason: String,
+}
+
+/// Labels of the ServiceAccount verdict counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `ok`, `error`, `unknown`.
+    pub verdict: String,
+    /// The Ready reason.
+    pub reason: String,
+}
+
+/// Labels of reconcile metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `irsacheck` or `serviceaccount`.
+    pub kind: String,
+}
+
+/// Every metric the operator exposes.
+pub struct Metrics {
+    registry: Registry,
+    check_ready: Family<CheckLabels, Gauge>,
+    check_reasons: Mutex<std::collections::HashMap<(String, String), CheckLabels>>,
+    service_accounts: Family<VerdictLabels, Gauge>,
+    reconciles: Family<KindLabels, Counter>,
+    reconcile_errors: Family<KindLabels, Counter>,
+    reconcile_duration: Family<KindLabels, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn kind(kind: &str) -> KindLabels {
+    KindLabels {
+        kind: kind.to_string(),
+    }
+}
+
+impl Metrics {
+    /// Registers every metric, including AWS call and cache counters read from `aws` at scrape time.
+    pub fn new(aws: Arc<AwsFacts>) -> Metrics {
+        let mut registry = Registry::default();
+        let check_ready = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "irsa_doctor_check_ready",
+            "1 when the IrsaCheck is Ready, 0 otherwise, labelled with the Ready reason",
+            check_ready.clone(),
+        );
+        let service_accounts = Family::<VerdictLabels, Gauge>::default();
+        registry.register(
+            "irsa_doctor_service_accounts",
+            "ServiceAccounts diagnosed in the last sweep, by verdict and Ready reason",
+            service_accounts.clone(),
+        );
+        let reconciles = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "irsa_doctor_reconciles",
+            "Diagnoses run",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "irsa_doctor_reconcile_errors",
+            "Diagnoses that failed to complete (API errors writing results)",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "irsa_doctor_reconcile_duration",
+            "Time to gather facts, diagnose and write one result",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        registry.register_collector(Box::new(AwsCollector(aws)));
+        Metrics {
+            registry,
+            check_ready,
+            check_reasons: Mutex::new(Default::default()),
+            service_accounts,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+        }
+    }
+
+    /// Sets the ready gauge of one IrsaCheck, dropping its series for a previous reason.
+    pub fn set_check(&self, namespace: &str, name: &str, ready: bool, reason: &str) {
+        let labels = CheckLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            reason: reason.into(),
+        };
+        let mut reasons = self.check_reasons.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = reasons.insert((namespace.into(), name.into()), labels.clone()) {
+            if old != labels {
+                self.check_ready.remove(&old);
+            }
+        }
+        self.check_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready));
+    }
+
+    /// Forgets IrsaChecks that no longer exist.
+    pub fn retain_checks(&self, live: &std::collections::HashSet<(String, String)>) {
+        let mut reasons = self.check_reasons.lock().unwrap_or_else(|p| p.into_inner());
+        reasons.retain(|key, labels| {
+            let keep = live.contains(key);
+            if !keep {
+                self.check_ready.remove(labels);
+            }
+            keep
+        });
+    }
+
+    /// Replaces the verdict counts with those of a finished sweep.
+    pub fn set_service_accounts(&self, counts: &std::collections::BTreeMap<(String, String), i64>) {
+        self.service_accounts.clear();
+        for ((verdict, reason), n) in counts {
+            self.service_accounts
+                .get_or_create(&VerdictLabels {
+                    verdict: verdict.clone(),
+                    reason: reason.clone(),
+                })
+                .set(*n);
+        }
+    }
+
+    /// Counts one diagnosis of `kind` and its duration.
+    pub fn reconciled(&self, kind_name: &str, took: Duration) {
+        self.reconciles.get_or_create(&kind(kind_name)).inc();
+        self.reconcile_duration
+            .get_or_create(&kind(kind_name))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one failed diagnosis of `kind`.
+    pub fn failed(&self, kind_name: &str) {
+        self.reconcile_errors.get_or_create(&kind(kind_name)).inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// AWS call and cache counters, read from [`AwsFacts`] at each scrape.
+struct AwsCollector(Arc<AwsFacts>);
+
+impl std::fmt::Debug for AwsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsCollector")
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    kind: String,
+    result: String,
+}
+
+impl prometheus_client::collector::Collector for AwsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let calls = self.0.call_stats().snapshot();
+        let mut family = encoder.encode_descriptor(
+            "irsa_doctor_aws_calls",
+            "AWS API calls by service, operation and outcome",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for c in calls {
+            let labels = CallLabels {
+                service: c.service.into(),
+                operation: c.operation.into(),
+                outcome: c.outcome.as_str().into(),
+            };
+            ConstCounter::new(c.count).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "irsa_doctor_aws_cache_lookups",
+            "Fact look-ups answered from the cache (hit) or by AWS (miss), by fact kind",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for s in self.0.cache_stats() {
+            for (result, n) in [("hit", s.hits), ("miss", s.misses)] {
+                let labels = CacheLabels {
+                    kind: s.kind.into(),
+                    result: result.into(),
+                };
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! `irsa-doctor run`: the operator. Elects a leader, discovers the issuer, watches IrsaChecks
+//! and ServiceAccounts (metadata only) in the watched namespaces, and shuts down gracefully.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{future, StreamExt};
+use irsa_aws::AwsFacts;
+use irsa_core::Fact;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::RunArgs;
+use crate::context::{Context, SaStore};
+use crate::controller::{error_policy, reconcile, FIELD_MANAGER};
+use crate::crd::IrsaCheck;
+use crate::http::{self, Health};
+use crate::issuer;
+use crate::metrics::Metrics;
+use crate::sweep::{self, Scope};
+use crate::telemetry;
+
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// SIGTERM or SIGINT → stop.
+fn on_signals(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+}
+
+/// Waits to hold the Lease; losing it later stops this replica (it restarts as a follower).
+async fn lead(
+    client: &kube::Client,
+    args: &RunArgs,
+    stop: watch::Sender<bool>,
+) -> anyhow::Result<watch::Receiver<bool>> {
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("irsa-doctor-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client.clone(), "irsa-doctor")
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "setting up leader election (Lease irsa-doctor in {})",
+                args.lease_namespace
+            )
+        })?;
+    let (mut leader, _task) = manager.watch().await;
+    tracing::info!(%identity, "waiting for leadership");
+    let mut stop_rx = stop.subscribe();
+    tokio::select! {
+        r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+        _ = stop_rx.wait_for(|s| *s) => anyhow::bail!("stopped before becoming leader"),
+    }
+    tracing::info!(%identity, "became leader");
+    let mut lost = leader.clone();
+    tokio::spawn(async move {
+        if lost.wait_for(|l| !*l).await.is_ok() {
+            tracing::warn!("lost leadership; stopping");
+            let _ = stop.send(true);
+        }
+    });
+    Ok(leader)
+}
+
+/// Runs the operator until stopped.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster, or KUBECONFIG)")?;
+    let aws = Arc::new(AwsFacts::from_env(&args.aws.config()).await);
+    let metrics = Arc::new(Metrics::new(aws.clone()));
+    let health = Arc::new(Health::default());
+    let (stop, stop_rx) = watch::channel(false);
+    on_signals(stop.clone());
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    // Kept alive for as long as we lead: dropping it releases the Lease.
+    let _leadership = if args.leader_election {
+        Some(lead(&client, &args, stop.clone()).await?)
+    } else {
+        None
+    };
+
+    let issuer = match issuer::discover(
+        args.issuer.issuer.as_deref(),
+        args.issuer.cluster_name.as_deref(),
+        &aws,
+        &client,
+    )
+    .await
+    {
+        Ok((issuer, source)) => {
+            tracing::info!(issuer = %issuer, %source, "cluster issuer");
+            Fact::Known(issuer)
+        }
+        Err(u) => {
+            tracing::warn!(reason = %u.reason, detail = %u.detail, "cluster issuer unknown; retrying");
+            Fact::Unavailable(u)
+        }
+    };
+
+    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut sa_stores: Vec<(Option<String>, SaStore)> = Vec::new();
+    let mut sa_streams = Vec::new();
+    let mut check_parts = Vec::new();
+    for ns in &namespaces {
+        // Metadata only: annotations are all the diagnosis reads of a ServiceAccount.
+        let sa_api: Api<PartialObjectMeta<ServiceAccount>> = match ns {
+            Some(n) => Api::namespaced(client.clone(), n),
+            None => Api::all(client.clone()),
+        };
+        let (sa_reader, sa_writer) = reflector::store();
+        sa_streams.push(
+            watcher(sa_api, watcher::Config::default())
+                .default_backoff()
+                .reflect(sa_writer)
+                .touched_objects()
+                .boxed(),
+        );
+        sa_stores.push((ns.clone(), sa_reader));
+        let check_api: Api<IrsaCheck> = match ns {
+            Some(n) => Api::namespaced(client.clone(), n),
+            None => Api::all(client.clone()),
+        };
+        let (check_reader, check_writer) = reflector::store();
+        // Status writes do not change the generation, so they do not re-trigger the check.
+        let checks = watcher(check_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(check_writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<IrsaCheck>>();
+        check_parts.push((ns.clone(), checks, check_reader, trigger, triggers));
+    }
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        aws,
+        issuer: RwLock::new(issuer),
+        recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
+        metrics,
+        service_accounts: sa_stores.clone(),
+        verdicts: Mutex::new(Default::default()),
+    });
+
+    // Keep looking for the issuer until it is known; ready once it is and the caches synced.
+    {
+        let (ctx, health, args) = (ctx.clone(), health.clone(), args.clone());
+        let check_stores: Vec<_> = check_parts.iter().map(|p| p.2.clone()).collect();
+        tokio::spawn(async move {
+            for (_, store) in &ctx.service_accounts {
+                let _ = store.wait_until_ready().await;
+            }
+            for store in &check_stores {
+                let _ = store.wait_until_ready().await;
+            }
+            while !matches!(ctx.issuer(), Fact::Known(_)) {
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                match issuer::discover(
+                    args.issuer.issuer.as_deref(),
+                    args.issuer.cluster_name.as_deref(),
+                    &ctx.aws,
+                    &ctx.client,
+                )
+                .await
+                {
+                    Ok((issuer, source)) => {
+                        tracing::info!(issuer = %issuer, %source, "cluster issuer");
+                        *ctx.issuer.write().unwrap_or_else(|p| p.into_inner()) =
+                            Fact::Known(issuer);
+                    }
+                    Err(u) => tracing::warn!(detail = %u.detail, "cluster issuer still unknown"),
+                }
+            }
+            health.set_ready(true);
+        });
+    }
+
+    let mut scopes = Vec::new();
+    let mut controllers = Vec::new();
+    for (ns, checks, reader, trigger, triggers) in check_parts {
+        scopes.push(Scope {
+            namespace: ns,
+            checks: reader.clone(),
+            trigger,
+        });
+        let triggers = futures::stream::unfold(triggers, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        });
+        controllers.push(
+            Controller::for_stream(checks, reader)
+                .reconcile_on(triggers)
+                .with_config(ControllerConfig::default().concurrency(args.concurrency))
+                .graceful_shutdown_on(stopped(stop_rx.clone()))
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|_| future::ready(())),
+        );
+    }
+    let sweeper = sweep::run(
+        ctx.clone(),
+        scopes,
+        futures::stream::select_all(sa_streams),
+        args.sweep_interval,
+        usize::from(args.concurrency),
+        stopped(stop_rx.clone()),
+    );
+    tokio::join!(future::join_all(controllers), sweeper);
+    let _ = stop.send(true);
+    server.await.context("the metrics server task failed")??;
+    tracing::info!("stopped");
+    Ok(())
+}

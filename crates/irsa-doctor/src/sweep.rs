@@ -1,0 +1,201 @@
+//! ServiceAccounts, watched metadata-only: every annotated (or nearly annotated) one gets the
+//! static diagnosis on change and on a cluster-wide interval, with Events on its verdict's
+//! transitions; changes also trigger the IrsaChecks that name it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use irsa_core::{diagnose, Fact, Report, ServiceAccount, Status};
+use k8s_openapi::api::core::v1::ServiceAccount as KubeServiceAccount;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use tokio::sync::mpsc;
+
+use crate::conditions::transition;
+use crate::context::Context;
+use crate::controller::checks_naming;
+use crate::crd::IrsaCheck;
+use crate::gather::{self, gather};
+
+/// One watched scope: a namespace (or all), its IrsaCheck cache and the trigger of its controller.
+pub struct Scope {
+    /// `None` for all namespaces.
+    pub namespace: Option<String>,
+    /// IrsaChecks of the scope.
+    pub checks: Store<IrsaCheck>,
+    /// Re-runs an IrsaCheck.
+    pub trigger: mpsc::UnboundedSender<ObjectRef<IrsaCheck>>,
+}
+
+fn in_scope(scope: &Scope, namespace: &str) -> bool {
+    scope.namespace.as_deref().is_none_or(|n| n == namespace)
+}
+
+/// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict flipped.
+async fn diagnose_one(ctx: &Context, sa: ServiceAccount) -> Report {
+    let started = Instant::now();
+    let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
+    let facts = gather(
+        &ctx.aws,
+        &ctx.issuer(),
+        &namespace,
+        &name,
+        Fact::Known(Some(sa)),
+        None,
+    )
+    .await;
+    let report = diagnose(&facts);
+    let ready = report.ready();
+    let key = (namespace.clone(), name.clone());
+    let previous = ctx
+        .verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(event) = transition(previous.as_ref(), ready) {
+        if let Some(reference) = ctx.service_account_reference(&namespace, &name) {
+            ctx.publish(&event, &reference).await;
+        }
+    }
+    ctx.verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            key,
+            (
+                ready.status.as_str().to_string(),
+                ready.reason.as_str().to_string(),
+            ),
+        );
+    ctx.metrics.reconciled("serviceaccount", started.elapsed());
+    report
+}
+
+/// The ServiceAccounts the sweep owns: wanting IRSA and named by no IrsaCheck (those report
+/// through their check).
+fn swept(ctx: &Context, scopes: &[Scope]) -> Vec<ServiceAccount> {
+    ctx.service_accounts
+        .iter()
+        .flat_map(|(_, store)| store.state())
+        .map(|sa| gather::service_account(&sa.metadata))
+        .filter(|sa| sa.wants_irsa())
+        .filter(|sa| {
+            !scopes
+                .iter()
+                .filter(|s| in_scope(s, &sa.namespace))
+                .any(|s| !checks_naming(&s.checks, &sa.namespace, &sa.name).is_empty())
+        })
+        .collect()
+}
+
+fn verdict(status: Status) -> &'static str {
+    match status {
+        Status::True => "ok",
+        Status::False => "error",
+        Status::Unknown => "unknown",
+    }
+}
+
+/// Diagnoses every swept ServiceAccount and publishes the verdict counts.
+async fn full_sweep(ctx: &Arc<Context>, scopes: &[Scope], concurrency: usize) {
+    let started = Instant::now();
+    let accounts = swept(ctx, scopes);
+    let total = accounts.len();
+    let reports: Vec<Report> = futures::stream::iter(accounts)
+        .map(|sa| diagnose_one(ctx, sa))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in &reports {
+        let ready = r.ready();
+        *counts
+            .entry((
+                verdict(ready.status).to_string(),
+                ready.reason.as_str().to_string(),
+            ))
+            .or_default() += 1;
+    }
+    // Forget ServiceAccounts that went away or stopped asking for IRSA.
+    let live: std::collections::HashSet<(String, String)> = reports
+        .iter()
+        .filter_map(|r| {
+            r.service_account
+                .split_once('/')
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+        })
+        .collect();
+    ctx.verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|k, _| live.contains(k));
+    ctx.metrics.set_service_accounts(&counts);
+    let checks: std::collections::HashSet<(String, String)> = scopes
+        .iter()
+        .flat_map(|s| s.checks.state())
+        .map(|c| {
+            (
+                c.metadata.namespace.clone().unwrap_or_default(),
+                c.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    ctx.metrics.retain_checks(&checks);
+    tracing::info!(
+        service_accounts = total,
+        took_ms = started.elapsed().as_millis() as u64,
+        "sweep finished"
+    );
+}
+
+/// Drives the ServiceAccount watch until `shutdown`: reacts to each change, sweeps every `interval`.
+pub async fn run(
+    ctx: Arc<Context>,
+    scopes: Vec<Scope>,
+    changes: impl Stream<Item = Result<PartialObjectMeta<KubeServiceAccount>, watcher::Error>> + Send,
+    interval: Duration,
+    concurrency: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut changes = std::pin::pin!(changes);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    // Every ServiceAccount is diagnosed as the initial list streams in; the first full sweep
+    // (which also publishes the verdict counts) follows shortly after.
+    let first = tokio::time::Instant::now() + interval.min(Duration::from_secs(10));
+    let mut tick = tokio::time::interval_at(first, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => full_sweep(&ctx, &scopes, concurrency).await,
+            change = changes.next() => match change {
+                None => return,
+                Some(Err(e)) => tracing::warn!(error = %e, "ServiceAccount watch error; retrying with backoff"),
+                Some(Ok(meta)) => {
+                    let sa = gather::service_account(&meta.metadata);
+                    let mut named = false;
+                    for scope in scopes.iter().filter(|s| in_scope(s, &sa.namespace)) {
+                        for check in checks_naming(&scope.checks, &sa.namespace, &sa.name) {
+                            named = true;
+                            let _ = scope.trigger.send(check);
+                        }
+                    }
+                    if !named && sa.wants_irsa() && meta.metadata.deletion_timestamp.is_none() {
+                        // Bounded parallelism; waiting for a permit holds the watch back.
+                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move {
+                            diagnose_one(&ctx, sa).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! End to end: the real `irsa-doctor run` binary against kube-sim (the real kube-rs client over
+//! HTTP) and moto (the real AWS SDK), asserting conditions, Events, metrics, recovery, outage
+//! handling and leader election; and `irsa-doctor check` against the same simulators.
+
+#[path = "../../irsa-aws/tests/support/mod.rs"]
+mod moto;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use irsa_aws::Clients;
+use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube_sim::KubeSim;
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "123456789012";
+
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn aws_env(cmd: &mut Command, aws_url: &str) {
+    cmd.env("AWS_ENDPOINT_URL", aws_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE");
+}
+
+fn start_operator(sim: &KubeSim, aws_url: &str, extra: &[&str]) -> Operator {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+    cmd.args([
+        "run",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--sweep-interval",
+        "2s",
+        "--aws-cache-ttl",
+        "1s",
+        "--aws-rate",
+        "200",
+    ])
+    .args(extra)
+    .env("KUBECONFIG", sim.kubeconfig_path())
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    aws_env(&mut cmd, aws_url);
+    Operator {
+        child: cmd.spawn().unwrap(),
+        metrics: format!("127.0.0.1:{port}"),
+    }
+}
+
+/// A plain HTTP GET on loopback: status line and body.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn trust_policy(issuer_host_path: &str, namespace: &str, name: &str) -> String {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{issuer_host_path}")},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {
+            format!("{issuer_host_path}:sub"): format!("system:serviceaccount:{namespace}:{name}"),
+            format!("{issuer_host_path}:aud"): "sts.amazonaws.com"}}}]})
+    .to_string()
+}
+
+fn checks_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("irsa-doctor.io", "v1alpha1", "IrsaCheck"),
+        "irsachecks",
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn ready_of(check: &DynamicObject) -> Option<(String, String)> {
+    let conds = check.data["status"]["conditions"].as_array()?;
+    let ready = conds.iter().find(|c| c["type"] == "Ready")?;
+    Some((
+        ready["status"].as_str()?.to_string(),
+        ready["reason"].as_str()?.to_string(),
+    ))
+}
+
+async fn setup(sim: &KubeSim, admin: &Clients) {
+    let client = sim.client();
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../crds/irsacheck.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "reports"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let host_path = sim.issuer().trim_start_matches("https://").to_string();
+    admin
+        .iam
+        .create_open_id_connect_provider()
+        .url(sim.issuer())
+        .client_id_list("sts.amazonaws.com")
+        .send()
+        .await
+        .unwrap();
+    for (role, sub_name) in [
+        ("s3-reader", "s3-reader"),
+        ("exporter", "old-exporter"),
+        ("legacy", "someone-else"),
+    ] {
+        admin
+            .iam
+            .create_role()
+            .role_name(role)
+            .assume_role_policy_document(trust_policy(&host_path, "reports", sub_name))
+            .send()
+            .await
+            .unwrap();
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "reports");
+    for (name, role) in [
+        ("s3-reader", "s3-reader"),
+        ("exporter", "exporter"),
+        ("legacy", "legacy"),
+    ] {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name,
+            "annotations": {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::{ACCOUNT}:role/{role}")}}}))
+        .unwrap();
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+    }
+}
+
+async fn create_check(client: &kube::Client, name: &str, sa: &str) {
+    let check: DynamicObject = serde_json::from_value(json!({"apiVersion": "irsa-doctor.io/v1alpha1", "kind": "IrsaCheck",
+        "metadata": {"name": name}, "spec": {"serviceAccountName": sa, "interval": "1h", "probe": {"enabled": false}}}))
+    .unwrap();
+    checks_api(client, "reports")
+        .create(&PostParams::default(), &check)
+        .await
+        .unwrap();
+}
+
+async fn events_for(client: &kube::Client, kind: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), "reports")
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind={kind},involvedObject.name={name}"
+        )))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
+    let sim = KubeSim::start().await.unwrap();
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    setup(&sim, &admin).await;
+    let client = sim.client();
+    let op = start_operator(&sim, &aws.url, &["--leader-election", "false"]);
+    eventually("readiness", Duration::from_secs(30), async || {
+        http_get(&op.metrics, "/readyz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+
+    let created = Instant::now();
+    create_check(&client, "good", "s3-reader").await;
+    create_check(&client, "bad", "exporter").await;
+    let checks = checks_api(&client, "reports");
+    let good = eventually("good to be Ready", Duration::from_secs(30), async || {
+        checks
+            .get("good")
+            .await
+            .ok()
+            .filter(|c| ready_of(c).is_some())
+    })
+    .await;
+    eprintln!(
+        "IrsaCheck create → condition: {} ms",
+        created.elapsed().as_millis()
+    );
+    assert_eq!(
+        ready_of(&good),
+        Some(("True".into(), "AllChecksPassed".into()))
+    );
+    assert_eq!(
+        good.data["status"]["observedGeneration"],
+        json!(good.metadata.generation)
+    );
+    assert_eq!(
+        good.data["status"]["roleArn"],
+        format!("arn:aws:iam::{ACCOUNT}:role/s3-reader")
+    );
+    let conds = good.data["status"]["conditions"].as_array().unwrap();
+    for t in [
+        "ServiceAccountValid",
+        "OIDCProviderValid",
+        "TrustPolicyValid",
+        "PermissionsValid",
+        "Ready",
+    ] {
+        assert!(
+            conds
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True"),
+            "{t}: {conds:?}"
+        );
+    }
+    let bad = eventually("bad to be diagnosed", Duration::from_secs(30), async || {
+        checks
+            .get("bad")
+            .await
+            .ok()
+            .filter(|c| ready_of(c).is_some())
+    })
+    .await;
+    assert_eq!(
+        ready_of(&bad),
+        Some(("False".into(), "TrustPolicySubjectMismatch".into()))
+    );
+    let transition_time = bad.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["lastTransitionTime"]
+        .clone();
+
+    // Events: on the ServiceAccount (kubectl describe) and on the check; and the swept SA without a check.
+    let sa_events = eventually(
+        "a Warning on the exporter SA",
+        Duration::from_secs(10),
+        async || {
+            Some(events_for(&client, "ServiceAccount", "exporter").await).filter(|e| !e.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(sa_events[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        sa_events[0].reason.as_deref(),
+        Some("TrustPolicySubjectMismatch")
+    );
+    assert!(sa_events[0]
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .contains("system:serviceaccount:reports:exporter"));
+    assert_eq!(events_for(&client, "IrsaCheck", "bad").await.len(), 1);
+    let legacy = eventually(
+        "a Warning on the legacy SA (no IrsaCheck)",
+        Duration::from_secs(10),
+        async || {
+            Some(events_for(&client, "ServiceAccount", "legacy").await).filter(|e| !e.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(
+        legacy[0].reason.as_deref(),
+        Some("TrustPolicySubjectMismatch")
+    );
+    assert!(
+        events_for(&client, "ServiceAccount", "s3-reader")
+            .await
+            .is_empty(),
+        "no event for a healthy first verdict"
+    );
+
+    // Metrics.
+    let metrics = eventually(
+        "metrics with the sweep's counts",
+        Duration::from_secs(15),
+        async || {
+            http_get(&op.metrics, "/metrics")
+                .map(|(_, b)| b)
+                .filter(|b| b.contains("irsa_doctor_service_accounts{"))
+        },
+    )
+    .await;
+    assert!(metrics.contains(r#"irsa_doctor_check_ready{namespace="reports",name="bad",reason="TrustPolicySubjectMismatch"} 0"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"irsa_doctor_check_ready{namespace="reports",name="good",reason="AllChecksPassed"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"irsa_doctor_service_accounts{verdict="error",reason="TrustPolicySubjectMismatch"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"irsa_doctor_aws_calls_total{service="iam",operation="GetRole",outcome="success"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("irsa_doctor_reconcile_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // Many reconciles of an unchanged verdict: no new Events, same lastTransitionTime.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "reports");
+    for i in 0..5 {
+        sas.patch(
+            "exporter",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touch": i.to_string()}}})),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = events_for(&client, "ServiceAccount", "exporter").await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].count.unwrap_or(1), 1, "no repeated event");
+    let bad = checks.get("bad").await.unwrap();
+    let ready = bad.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["lastTransitionTime"], transition_time);
+
+    // Fix the trust policy: the check recovers with a Normal Event.
+    let host_path = sim.issuer().trim_start_matches("https://").to_string();
+    admin
+        .iam
+        .update_assume_role_policy()
+        .role_name("exporter")
+        .policy_document(trust_policy(&host_path, "reports", "exporter"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fixed_at = Instant::now();
+    sas.patch(
+        "exporter",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touch": "fixed"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("bad to recover", Duration::from_secs(30), async || {
+        checks
+            .get("bad")
+            .await
+            .ok()
+            .filter(|c| ready_of(c) == Some(("True".into(), "AllChecksPassed".into())))
+    })
+    .await;
+    eprintln!(
+        "ServiceAccount change → recovered condition: {} ms",
+        fixed_at.elapsed().as_millis()
+    );
+    let normal = eventually("a Normal event", Duration::from_secs(10), async || {
+        let evs = events_for(&client, "ServiceAccount", "exporter").await;
+        evs.into_iter()
+            .find(|e| e.type_.as_deref() == Some("Normal"))
+    })
+    .await;
+    assert_eq!(normal.reason.as_deref(), Some("AllChecksPassed"));
+
+    // AWS goes away: Unknown with AwsApiUnavailable, never False, and no Warning.
+    drop(aws);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    checks
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "2h"}})),
+        )
+        .await
+        .unwrap();
+    let outage = eventually(
+        "good to turn Unknown",
+        Duration::from_secs(60),
+        async || {
+            checks
+                .get("good")
+                .await
+                .ok()
+                .filter(|c| ready_of(c).is_some_and(|(s, _)| s == "Unknown"))
+        },
+    )
+    .await;
+    assert_eq!(ready_of(&outage).unwrap().1, "AwsApiUnavailable");
+    assert!(events_for(&client, "IrsaCheck", "good")
+        .await
+        .iter()
+        .all(|e| e.type_.as_deref() != Some("Warning")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes() {
+    let sim = KubeSim::start().await.unwrap();
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    setup(&sim, &admin).await;
+    let client = sim.client();
+    create_check(&client, "good", "s3-reader").await;
+    let args = ["--lease-namespace", "default"];
+    let first = start_operator(
+        &sim,
+        &aws.url,
+        &[&args[..], &["--identity", "replica-a"]].concat(),
+    );
+    let second = start_operator(
+        &sim,
+        &aws.url,
+        &[&args[..], &["--identity", "replica-b"]].concat(),
+    );
+    let checks = checks_api(&client, "reports");
+    eventually(
+        "the check to be diagnosed",
+        Duration::from_secs(60),
+        async || {
+            checks
+                .get("good")
+                .await
+                .ok()
+                .filter(|c| ready_of(c).is_some())
+        },
+    )
+    .await;
+    let lease: Value = client
+        .request(
+            http::Request::get(
+                "/apis/coordination.k8s.io/v1/namespaces/default/leases/irsa-doctor",
+            )
+            .body(Vec::new())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (leader, follower) = if holder == "replica-a" {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    let reconciles = |op: &Operator| {
+        http_get(&op.metrics, "/metrics")
+            .map(|(_, b)| {
+                b.lines()
+                    .filter(|l| l.starts_with("irsa_doctor_reconciles_total"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(reconciles(leader) > 0, "the leader diagnoses");
+    assert_eq!(reconciles(follower), 0, "the follower writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_command_prints_findings_and_exits_one() {
+    let sim = KubeSim::start().await.unwrap();
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    setup(&sim, &admin).await;
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+        cmd.arg("check")
+            .args(args)
+            .env("KUBECONFIG", sim.kubeconfig_path());
+        aws_env(&mut cmd, &aws.url);
+        cmd.output().unwrap()
+    };
+    let out = tokio::task::block_in_place(|| run(&["-n", "reports"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("reports/s3-reader  OK"), "{text}");
+    assert!(
+        text.contains("reports/exporter  FAIL") && text.contains("TrustPolicySubjectMismatch"),
+        "{text}"
+    );
+    let one =
+        tokio::task::block_in_place(|| run(&["-n", "reports", "s3-reader", "--format", "json"]));
+    assert_eq!(one.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(json["serviceAccounts"][0]["ready"], "True");
+    let missing = tokio::task::block_in_place(|| run(&["-n", "reports", "nope"]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("ServiceAccountNotFound"));
+}
