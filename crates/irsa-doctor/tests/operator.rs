@@ -208,6 +208,55 @@ async fn events_for(client: &kube::Client, kind: &str, name: &str) -> Vec<Event>
         .items
 }
 
+/// What users run: `kubectl get irsachecks`, `kubectl wait`, `kubectl describe serviceaccount`.
+/// Skipped (and said so) when kubectl is not on PATH.
+fn kubectl_shows(sim: &KubeSim) {
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(sim.kubeconfig_path())
+            .args(args)
+            .output();
+        out.map(|o| {
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr),
+            )
+        })
+    };
+    let Ok((_, _)) = kubectl(&["version", "--client"]) else {
+        eprintln!("SKIPPED kubectl checks: kubectl is not on PATH");
+        return;
+    };
+    let (ok, out) =
+        tokio::task::block_in_place(|| kubectl(&["get", "irsachecks", "-n", "reports"])).unwrap();
+    assert!(
+        ok && out.contains("SERVICEACCOUNT") && out.contains("TrustPolicySubjectMismatch"),
+        "{out}"
+    );
+    let (ok, out) = tokio::task::block_in_place(|| {
+        kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "irsacheck/good",
+            "-n",
+            "reports",
+            "--timeout=20s",
+        ])
+    })
+    .unwrap();
+    assert!(ok, "kubectl wait: {out}");
+    let (ok, out) = tokio::task::block_in_place(|| {
+        kubectl(&["describe", "serviceaccount", "exporter", "-n", "reports"])
+    })
+    .unwrap();
+    assert!(
+        ok && out.contains("Warning") && out.contains("TrustPolicySubjectMismatch"),
+        "kubectl describe: {out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     let sim = KubeSim::start().await.unwrap();
@@ -322,6 +371,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
             .is_empty(),
         "no event for a healthy first verdict"
     );
+    kubectl_shows(&sim);
 
     // Metrics.
     let metrics = eventually(
@@ -356,6 +406,14 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     assert!(
         metrics.contains("irsa_doctor_reconcile_duration_seconds_bucket"),
         "{metrics}"
+    );
+    let aws_calls: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("irsa_doctor_aws_calls_total"))
+        .collect();
+    eprintln!(
+        "AWS calls so far (3 roles, 1 provider):\n{}",
+        aws_calls.join("\n")
     );
 
     // Many reconciles of an unchanged verdict: no new Events, same lastTransitionTime.
