@@ -4,9 +4,11 @@ use crate::annotations::{ServiceAccount, AUDIENCE, ROLE_ARN, TOKEN_EXPIRATION};
 use crate::arn::RoleArn;
 use crate::facts::{Fact, Facts, PermissionDecision, Unavailable};
 use crate::policy::PolicyDocument;
+use crate::probe;
 use crate::reason::{ConditionType as C, Reason, Severity};
 use crate::report::{ConditionVerdict, Finding, Report, Status};
 use crate::trust::{evaluate, WebIdentityRequest};
+use crate::workloads;
 
 /// Runs every check the facts allow and summarises them.
 pub fn diagnose(facts: &Facts) -> Report {
@@ -19,6 +21,8 @@ pub fn diagnose(facts: &Facts) -> Report {
     d.check_oidc_provider(facts, role.as_ref(), audience);
     d.check_trust_policy(facts, sa, role.as_ref());
     d.check_permissions(facts, role.as_ref());
+    d.check_probe(facts, sa, role.as_ref());
+    d.check_workloads(facts, sa, role.as_ref());
     if let Some(sa) = sa {
         d.check_audience_annotation(sa);
     }
@@ -31,6 +35,8 @@ struct Diagnosis {
     conditions: Vec<ConditionVerdict>,
     /// ServiceAccountValid closes last: AudienceAnnotationMismatch depends on later checks.
     pending_sa_message: Option<String>,
+    /// What the probe ran as.
+    assumed_arn: Option<String>,
 }
 
 impl Diagnosis {
@@ -403,6 +409,73 @@ impl Diagnosis {
         );
     }
 
+    fn check_probe(&mut self, facts: &Facts, sa: Option<&ServiceAccount>, role: Option<&RoleArn>) {
+        let cond = C::ProbeSucceeded;
+        let Some(probe) = &facts.probe else { return };
+        if let Fact::Skipped(why) = probe {
+            return self.close(cond, Reason::ProbeDisabled, why.clone());
+        }
+        let (Some(_), Some(role)) = (sa, role) else {
+            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+        };
+        let observation = match probe {
+            Fact::Known(o) => o,
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                return self.close(cond, Reason::ProbeAssumedRole, String::new());
+            }
+            Fact::Skipped(_) => return,
+        };
+        let verdict = probe::classify(observation, role);
+        if verdict.reason != Reason::ProbeAssumedRole {
+            self.add(verdict.reason, cond, verdict.message.clone());
+        }
+        self.assumed_arn = verdict.assumed_arn;
+        self.close(cond, Reason::ProbeAssumedRole, verdict.message);
+    }
+
+    fn check_workloads(
+        &mut self,
+        facts: &Facts,
+        sa: Option<&ServiceAccount>,
+        role: Option<&RoleArn>,
+    ) {
+        let cond = C::WorkloadsValid;
+        let Some(workloads) = &facts.workloads else {
+            return;
+        };
+        let pods = match workloads {
+            Fact::Skipped(_) => return,
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                return self.close(cond, Reason::WorkloadsInjected, String::new());
+            }
+            Fact::Known(p) => p,
+        };
+        let (Some(annotation), Some(_)) = (sa.and_then(ServiceAccount::role_arn_annotation), role)
+        else {
+            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+        };
+        if pods.is_empty() {
+            return self.close(
+                cond,
+                Reason::NoWorkloads,
+                "no running pod uses the ServiceAccount".into(),
+            );
+        }
+        for f in workloads::audit(pods, annotation) {
+            self.add(f.reason, cond, f.message);
+        }
+        self.close(
+            cond,
+            Reason::WorkloadsInjected,
+            format!(
+                "all {} running pod(s) of the ServiceAccount have the current role injected",
+                pods.len()
+            ),
+        );
+    }
+
     /// A custom audience the trust policy or provider rejects points at the annotation as the cause.
     fn check_audience_annotation(&mut self, sa: &ServiceAccount) {
         let Some(audience) = sa.annotations.get(AUDIENCE) else {
@@ -445,6 +518,7 @@ impl Diagnosis {
                 .service_account
                 .known()
                 .and_then(|sa| sa.as_ref()?.role_arn_annotation().map(str::to_string)),
+            assumed_arn: self.assumed_arn,
             findings: self.findings,
             conditions: self.conditions,
         }

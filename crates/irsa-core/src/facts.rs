@@ -4,7 +4,9 @@
 use crate::annotations::ServiceAccount;
 use crate::arn::{OidcProviderArn, RoleArn};
 use crate::issuer::Issuer;
+use crate::probe::ProbeObservation;
 use crate::reason::Reason;
+use crate::workloads::PodFacts;
 
 /// One fact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,11 @@ pub struct Facts {
     pub permission_requests: Vec<PermissionRequest>,
     /// The simulator's verdicts for them.
     pub permissions: Fact<Vec<PermissionVerdict>>,
+    /// The probe pod's run; `None` when no probe applies (ProbeSucceeded is then not reported),
+    /// `Skipped` when the probe is disabled.
+    pub probe: Option<Fact<ProbeObservation>>,
+    /// Running pods of the ServiceAccount; `None` when the audit does not apply.
+    pub workloads: Option<Fact<Vec<PodFacts>>>,
 }
 
 impl Facts {
@@ -119,6 +126,8 @@ impl Facts {
             role: Fact::Skipped("the role's trust policy was not given".into()),
             permission_requests: Vec::new(),
             permissions: Fact::Skipped("no permissions were requested".into()),
+            probe: None,
+            workloads: None,
         }
     }
 

@@ -12,9 +12,11 @@ pub mod facts;
 pub mod issuer;
 pub mod manifest;
 pub mod policy;
+pub mod probe;
 pub mod reason;
 pub mod report;
 pub mod trust;
+pub mod workloads;
 
 pub use annotations::ServiceAccount;
 pub use arn::{OidcProviderArn, Partition, RoleArn, RoleArnError};

@@ -196,6 +196,8 @@ catalogue! {
         "Let the cluster pull the probe image, or configure a mirror with --probe-image.";
     ProbeTimedOut, Some(C::ProbeSucceeded), Unknown,
         "Check scheduling and STS reachability from the namespace, or raise spec.probe.timeout.";
+    ProbeNotRun, Some(C::ProbeSucceeded), Unknown,
+        "Nothing to fix in the setup: the probe pod could not be created or read (API error); it runs again on the next reconcile.";
     ProbeFailed, Some(C::ProbeSucceeded), Error,
         "Read the CLI's error in the message; it names what AWS refused.";
     StalePodsFound, Some(C::WorkloadsValid), Error,
@@ -206,6 +208,8 @@ catalogue! {
         "Fix the IrsaCheck's spec as the message says (kubectl edit irsacheck <name>).";
     AwsApiUnavailable, None, Unknown,
         "Nothing to fix in the setup: AWS was throttled or unreachable; the check re-runs on its own.";
+    KubernetesApiUnavailable, None, Unknown,
+        "Nothing to fix in the setup: the Kubernetes API failed a read; the check re-runs on its own.";
     AwsAccessDenied, None, Unknown,
         "Grant the operator's own IAM role the read permission named in the message.";
     NotEvaluated, None, Unknown,

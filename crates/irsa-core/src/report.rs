@@ -90,6 +90,8 @@ pub struct Report {
     pub service_account: String,
     /// The annotated role ARN as written, if any.
     pub role_arn: Option<String>,
+    /// The ARN the probe pod ran as, when it assumed the role.
+    pub assumed_arn: Option<String>,
     /// Findings in condition order.
     pub findings: Vec<Finding>,
     /// One verdict per evaluated condition, then Ready.

@@ -157,6 +157,7 @@ mod tests {
         let report = |status| Report {
             service_account: "a/b".into(),
             role_arn: None,
+            assumed_arn: None,
             findings: Vec::new(),
             conditions: vec![ready(status, Reason::AllChecksPassed)],
         };

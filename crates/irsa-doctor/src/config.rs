@@ -110,4 +110,36 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "IRSA_DOCTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Image of the probe pod (an aws-cli that supports web identity, >= 2.15), pinned.
+    #[arg(
+        long,
+        env = "IRSA_DOCTOR_PROBE_IMAGE",
+        default_value = "amazon/aws-cli:2.22.35"
+    )]
+    pub probe_image: String,
+    /// Command of the probe pod, space-separated.
+    #[arg(
+        long,
+        env = "IRSA_DOCTOR_PROBE_COMMAND",
+        default_value = "aws sts get-caller-identity --output json"
+    )]
+    pub probe_command: String,
+    /// At most this many probe pods at once, cluster-wide.
+    #[arg(long, env = "IRSA_DOCTOR_MAX_CONCURRENT_PROBES", default_value_t = 4)]
+    pub max_concurrent_probes: usize,
+}
+
+impl RunArgs {
+    /// The probe configuration.
+    pub fn probe(&self) -> crate::probe::ProbeConfig {
+        crate::probe::ProbeConfig {
+            image: self.probe_image.clone(),
+            command: self
+                .probe_command
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            max_concurrent: self.max_concurrent_probes,
+        }
+    }
 }

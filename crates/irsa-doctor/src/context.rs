@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use irsa_aws::AwsFacts;
-use irsa_core::{Fact, Issuer, ServiceAccount};
+use irsa_core::{ConditionVerdict, Fact, Issuer, ServiceAccount};
 use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount as KubeServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::conditions::{EventSpec, Remembered};
+use crate::conditions::{transition, EventSpec, Remembered};
 use crate::gather;
 use crate::metrics::Metrics;
 
@@ -32,7 +32,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ServiceAccount caches by namespace (`None`: all namespaces).
     pub service_accounts: Vec<(Option<String>, SaStore)>,
-    /// Last Ready verdict of each ServiceAccount the sweep diagnosed.
+    /// Runs probe pods.
+    pub prober: crate::probe::Prober,
+    /// Last Ready verdict of each ServiceAccount, for Events on transitions only.
     pub verdicts: Mutex<HashMap<(String, String), Remembered>>,
 }
 
@@ -81,6 +83,28 @@ impl Context {
             uid: sa.metadata.uid.clone(),
             ..ObjectReference::default()
         })
+    }
+
+    /// Records a ServiceAccount's new Ready verdict and returns the Event its transition
+    /// deserves. One memory per ServiceAccount, shared by the sweep and every IrsaCheck naming
+    /// it, so a verdict reaches `kubectl describe serviceaccount` once.
+    pub fn service_account_transition(
+        &self,
+        namespace: &str,
+        name: &str,
+        ready: &ConditionVerdict,
+    ) -> Option<EventSpec> {
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        let event = transition(verdicts.get(&key), ready);
+        verdicts.insert(
+            key,
+            (
+                ready.status.as_str().to_string(),
+                ready.reason.as_str().to_string(),
+            ),
+        );
+        event
     }
 
     /// Publishes an Event; a failure to publish is logged, never fatal.

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use irsa_core::{diagnose, ConditionType, ConditionVerdict, Finding, Reason, Report, Status};
+use irsa_core::{
+    diagnose, ConditionType, ConditionVerdict, Fact, Finding, Reason, Report, Status, Unavailable,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -17,6 +19,7 @@ use crate::conditions::{conditions, findings, transition, Remembered};
 use crate::context::Context;
 use crate::crd::{IrsaCheck, IrsaCheckStatus};
 use crate::gather::gather;
+use crate::workloads;
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "irsa-doctor";
@@ -45,6 +48,7 @@ fn invalid_spec_report(check: &IrsaCheck, problem: String) -> Report {
             check.spec.service_account_name
         ),
         role_arn: None,
+        assumed_arn: None,
         findings: vec![Finding::new(
             Reason::SpecInvalid,
             ConditionType::Ready,
@@ -65,14 +69,19 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
     let namespace = check.namespace().unwrap_or_default();
     let name = check.name_any();
     let sa_name = check.spec.service_account_name.clone();
-    let (report, requeue) = match check.spec.validate().and_then(|()| check.spec.interval()) {
+    let valid = check
+        .spec
+        .validate()
+        .and_then(|()| Ok((check.spec.interval()?, check.spec.probe.timeout()?)));
+    let (report, requeue) = match valid {
         Err(e) => (
             invalid_spec_report(&check, e.to_string()),
             Duration::from_secs(3600),
         ),
-        Ok(interval) => {
+        Ok((interval, probe_timeout)) => {
             let sa = ctx.service_account(&namespace, &sa_name);
-            let facts = gather(
+            let exists = matches!(sa, Fact::Known(Some(_)));
+            let mut facts = gather(
                 &ctx.aws,
                 &ctx.issuer(),
                 &namespace,
@@ -81,6 +90,15 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
                 Some(&check.spec),
             )
             .await;
+            facts.workloads = Some(workloads::pods_of(&ctx.client, &namespace, &sa_name).await);
+            facts.probe = Some(match (check.spec.probe.enabled, exists) {
+                (false, _) => Fact::Skipped("spec.probe.enabled is false".into()),
+                (true, false) => Fact::Unavailable(Unavailable {
+                    reason: Reason::ProbeNotRun,
+                    detail: format!("ServiceAccount {namespace}/{sa_name} does not exist"),
+                }),
+                (true, true) => ctx.prober.run(&check, probe_timeout).await,
+            });
             (diagnose(&facts), interval)
         }
     };
@@ -89,7 +107,7 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
     let status = IrsaCheckStatus {
         observed_generation: check.metadata.generation,
         role_arn: report.role_arn.clone(),
-        assumed_arn: None,
+        assumed_arn: report.assumed_arn.clone(),
         last_run_time: Some(now.0.to_string()),
         conditions: conditions(
             &report,
@@ -121,6 +139,8 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
         .map(|c| (c.status.clone(), c.reason.clone()));
     if let Some(event) = transition(before.as_ref(), ready) {
         ctx.publish(&event, &check.object_ref(&())).await;
+    }
+    if let Some(event) = ctx.service_account_transition(&namespace, &sa_name, ready) {
         if let Some(sa) = ctx.service_account_reference(&namespace, &sa_name) {
             ctx.publish(&event, &sa).await;
         }

@@ -56,6 +56,8 @@ pub async fn gather(
         role: Fact::Skipped("the ServiceAccount names no valid role".into()),
         permission_requests,
         permissions: Fact::Skipped("no permissions were requested".into()),
+        probe: None,
+        workloads: None,
     };
     let Some(role_arn) = role_arn else {
         return facts;

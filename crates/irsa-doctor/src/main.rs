@@ -17,9 +17,11 @@ mod issuer;
 mod lint;
 mod metrics;
 mod output;
+mod probe;
 mod run;
 mod sweep;
 mod telemetry;
+mod workloads;
 
 /// Diagnoses IAM Roles for Service Accounts (IRSA) on Amazon EKS and says how to fix what is wrong.
 #[derive(Debug, Parser)]

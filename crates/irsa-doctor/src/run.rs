@@ -25,6 +25,7 @@ use crate::crd::IrsaCheck;
 use crate::http::{self, Health};
 use crate::issuer;
 use crate::metrics::Metrics;
+use crate::probe::Prober;
 use crate::sweep::{self, Scope};
 use crate::telemetry;
 
@@ -181,8 +182,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
         metrics,
         service_accounts: sa_stores.clone(),
+        prober: Prober::new(client.clone(), args.probe()),
         verdicts: Mutex::new(Default::default()),
     });
+    let orphans = ctx.prober.sweep_orphans(&namespaces).await;
+    if orphans > 0 {
+        tracing::info!(orphans, "removed probe pods left by an earlier run");
+    }
 
     // Keep looking for the issuer until it is known; ready once it is and the caches synced.
     {
@@ -240,6 +246,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sweeper = sweep::run(
         ctx.clone(),
         scopes,
+        namespaces.clone(),
         futures::stream::select_all(sa_streams),
         args.sweep_interval,
         usize::from(args.concurrency),

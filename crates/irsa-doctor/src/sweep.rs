@@ -2,11 +2,12 @@
 //! static diagnosis on change and on a cluster-wide interval, with Events on its verdict's
 //! transitions; changes also trigger the IrsaChecks that name it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use irsa_core::workloads::PodFacts;
 use irsa_core::{diagnose, Fact, Report, ServiceAccount, Status};
 use k8s_openapi::api::core::v1::ServiceAccount as KubeServiceAccount;
 use kube::core::PartialObjectMeta;
@@ -14,11 +15,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
-use crate::conditions::transition;
 use crate::context::Context;
 use crate::controller::checks_naming;
 use crate::crd::IrsaCheck;
 use crate::gather::{self, gather};
+use crate::workloads;
 
 /// One watched scope: a namespace (or all), its IrsaCheck cache and the trigger of its controller.
 pub struct Scope {
@@ -35,10 +36,14 @@ fn in_scope(scope: &Scope, namespace: &str) -> bool {
 }
 
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict flipped.
-async fn diagnose_one(ctx: &Context, sa: ServiceAccount) -> Report {
+async fn diagnose_one(
+    ctx: &Context,
+    sa: ServiceAccount,
+    pods: Option<Fact<Vec<PodFacts>>>,
+) -> Report {
     let started = Instant::now();
     let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
-    let facts = gather(
+    let mut facts = gather(
         &ctx.aws,
         &ctx.issuer(),
         &namespace,
@@ -47,30 +52,16 @@ async fn diagnose_one(ctx: &Context, sa: ServiceAccount) -> Report {
         None,
     )
     .await;
+    facts.workloads = Some(match pods {
+        Some(p) => p,
+        None => workloads::pods_of(&ctx.client, &namespace, &name).await,
+    });
     let report = diagnose(&facts);
-    let ready = report.ready();
-    let key = (namespace.clone(), name.clone());
-    let previous = ctx
-        .verdicts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .cloned();
-    if let Some(event) = transition(previous.as_ref(), ready) {
+    if let Some(event) = ctx.service_account_transition(&namespace, &name, report.ready()) {
         if let Some(reference) = ctx.service_account_reference(&namespace, &name) {
             ctx.publish(&event, &reference).await;
         }
     }
-    ctx.verdicts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            key,
-            (
-                ready.status.as_str().to_string(),
-                ready.reason.as_str().to_string(),
-            ),
-        );
     ctx.metrics.reconciled("serviceaccount", started.elapsed());
     report
 }
@@ -101,12 +92,45 @@ fn verdict(status: Status) -> &'static str {
 }
 
 /// Diagnoses every swept ServiceAccount and publishes the verdict counts.
-async fn full_sweep(ctx: &Arc<Context>, scopes: &[Scope], concurrency: usize) {
+async fn full_sweep(
+    ctx: &Arc<Context>,
+    scopes: &[Scope],
+    namespaces: &[Option<String>],
+    concurrency: usize,
+) {
     let started = Instant::now();
+    let orphans = ctx.prober.sweep_orphans(namespaces).await;
+    if orphans > 0 {
+        tracing::info!(orphans, "removed orphaned probe pods");
+    }
     let accounts = swept(ctx, scopes);
     let total = accounts.len();
+    let wanted: std::collections::HashSet<(String, String)> = accounts
+        .iter()
+        .map(|sa| (sa.namespace.clone(), sa.name.clone()))
+        .collect();
+    // One paginated pod list per watched namespace, instead of one list per ServiceAccount.
+    let mut pods: HashMap<(String, String), Vec<PodFacts>> = HashMap::new();
+    let mut listing_failed = None;
+    for ns in namespaces {
+        match workloads::pods_by_service_account(&ctx.client, ns.as_deref(), |n, s| {
+            wanted.contains(&(n.to_string(), s.to_string()))
+        })
+        .await
+        {
+            Ok(grouped) => pods.extend(grouped),
+            Err(u) => listing_failed = Some(u),
+        }
+    }
     let reports: Vec<Report> = futures::stream::iter(accounts)
-        .map(|sa| diagnose_one(ctx, sa))
+        .map(|sa| {
+            let key = (sa.namespace.clone(), sa.name.clone());
+            let facts = match &listing_failed {
+                Some(u) => Fact::Unavailable(u.clone()),
+                None => Fact::Known(pods.remove(&key).unwrap_or_default()),
+            };
+            diagnose_one(ctx, sa, Some(facts))
+        })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -120,14 +144,14 @@ async fn full_sweep(ctx: &Arc<Context>, scopes: &[Scope], concurrency: usize) {
             ))
             .or_default() += 1;
     }
-    // Forget ServiceAccounts that went away or stopped asking for IRSA.
-    let live: std::collections::HashSet<(String, String)> = reports
+    // Forget ServiceAccounts that went away or stopped asking for IRSA (those with an IrsaCheck included).
+    let live: std::collections::HashSet<(String, String)> = ctx
+        .service_accounts
         .iter()
-        .filter_map(|r| {
-            r.service_account
-                .split_once('/')
-                .map(|(n, s)| (n.to_string(), s.to_string()))
-        })
+        .flat_map(|(_, store)| store.state())
+        .map(|sa| gather::service_account(&sa.metadata))
+        .filter(ServiceAccount::wants_irsa)
+        .map(|sa| (sa.namespace, sa.name))
         .collect();
     ctx.verdicts
         .lock()
@@ -156,6 +180,7 @@ async fn full_sweep(ctx: &Arc<Context>, scopes: &[Scope], concurrency: usize) {
 pub async fn run(
     ctx: Arc<Context>,
     scopes: Vec<Scope>,
+    namespaces: Vec<Option<String>>,
     changes: impl Stream<Item = Result<PartialObjectMeta<KubeServiceAccount>, watcher::Error>> + Send,
     interval: Duration,
     concurrency: usize,
@@ -172,7 +197,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => full_sweep(&ctx, &scopes, concurrency).await,
+            _ = tick.tick() => full_sweep(&ctx, &scopes, &namespaces, concurrency).await,
             change = changes.next() => match change {
                 None => return,
                 Some(Err(e)) => tracing::warn!(error = %e, "ServiceAccount watch error; retrying with backoff"),
@@ -190,7 +215,7 @@ pub async fn run(
                         let Ok(permit) = permits.clone().acquire_owned().await else { return };
                         let ctx = ctx.clone();
                         tokio::spawn(async move {
-                            diagnose_one(&ctx, sa).await;
+                            diagnose_one(&ctx, sa, None).await;
                             drop(permit);
                         });
                     }

@@ -1,0 +1,118 @@
+//! The pods a ServiceAccount's diagnosis audits: listed per namespace, page by page, never
+//! cached cluster-wide. Probe pods are left out.
+
+use std::collections::HashMap;
+
+use irsa_core::workloads::{ContainerFacts, PodFacts};
+use irsa_core::{Fact, Reason, Unavailable};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+
+use crate::probe::PROBE_LABEL;
+
+/// Pods that can still run: pending or running.
+const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";
+const PAGE: u32 = 500;
+
+/// The parts of a pod the audit reads.
+pub fn pod_facts(pod: &Pod) -> PodFacts {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| ContainerFacts {
+            name: c.name.clone(),
+            env: c
+                .env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect(),
+        })
+        .collect();
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("{}/{}", o.kind, o.name));
+    let skip_containers = pod
+        .annotations()
+        .get("eks.amazonaws.com/skip-containers")
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    PodFacts {
+        name: pod.name_any(),
+        owner,
+        containers,
+        skip_containers,
+    }
+}
+
+fn unavailable(what: String, e: kube::Error) -> Unavailable {
+    Unavailable {
+        reason: Reason::KubernetesApiUnavailable,
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// Live pods of one ServiceAccount (field selector `spec.serviceAccountName`).
+pub async fn pods_of(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> Fact<Vec<PodFacts>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default()
+        .fields(&format!("spec.serviceAccountName={service_account},{LIVE}"))
+        .labels(&format!("!{PROBE_LABEL}"));
+    match api.list(&params).await {
+        Ok(list) => Fact::Known(list.items.iter().map(pod_facts).collect()),
+        Err(e) => Fact::Unavailable(unavailable(
+            format!("listing pods of {namespace}/{service_account}"),
+            e,
+        )),
+    }
+}
+
+/// Live pods of a namespace (all when `None`) grouped by (namespace, ServiceAccount), one page
+/// at a time so memory does not grow with the cluster's pod count beyond what is kept.
+pub async fn pods_by_service_account(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> Result<HashMap<(String, String), Vec<PodFacts>>, Unavailable> {
+    let api: Api<Pod> = match namespace {
+        Some(n) => Api::namespaced(client.clone(), n),
+        None => Api::all(client.clone()),
+    };
+    let mut grouped: HashMap<(String, String), Vec<PodFacts>> = HashMap::new();
+    let mut params = ListParams::default()
+        .fields(LIVE)
+        .labels(&format!("!{PROBE_LABEL}"))
+        .limit(PAGE);
+    loop {
+        let page = api.list(&params).await.map_err(|e| {
+            unavailable(
+                format!("listing pods in {}", namespace.unwrap_or("all namespaces")),
+                e,
+            )
+        })?;
+        for pod in &page.items {
+            let ns = pod.namespace().unwrap_or_default();
+            let sa = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            if wanted(&ns, &sa) {
+                grouped.entry((ns, sa)).or_default().push(pod_facts(pod));
+            }
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(grouped),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Shared by the end-to-end tests: kube-sim and moto set-up, the operator process, polling.
+#![allow(dead_code)]
+
+#[path = "../../../irsa-aws/tests/support/mod.rs"]
+pub mod moto;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use irsa_aws::Clients;
+use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube_sim::KubeSim;
+use serde_json::json;
+
+pub const ACCOUNT: &str = "123456789012";
+
+pub struct Operator {
+    pub child: Child,
+    pub metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn aws_env(cmd: &mut Command, aws_url: &str) {
+    cmd.env("AWS_ENDPOINT_URL", aws_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE");
+}
+
+pub fn start_operator(sim: &KubeSim, aws_url: &str, extra: &[&str]) -> Operator {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+    cmd.args([
+        "run",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--sweep-interval",
+        "2s",
+        "--aws-cache-ttl",
+        "1s",
+        "--aws-rate",
+        "200",
+    ])
+    .args(extra)
+    .env("KUBECONFIG", sim.kubeconfig_path())
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    aws_env(&mut cmd, aws_url);
+    Operator {
+        child: cmd.spawn().unwrap(),
+        metrics: format!("127.0.0.1:{port}"),
+    }
+}
+
+/// A plain HTTP GET on loopback: status line and body.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn trust_policy(issuer_host_path: &str, namespace: &str, name: &str) -> String {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{issuer_host_path}")},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {
+            format!("{issuer_host_path}:sub"): format!("system:serviceaccount:{namespace}:{name}"),
+            format!("{issuer_host_path}:aud"): "sts.amazonaws.com"}}}]})
+    .to_string()
+}
+
+pub fn checks_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("irsa-doctor.io", "v1alpha1", "IrsaCheck"),
+        "irsachecks",
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+pub fn ready_of(check: &DynamicObject) -> Option<(String, String)> {
+    let conds = check.data["status"]["conditions"].as_array()?;
+    let ready = conds.iter().find(|c| c["type"] == "Ready")?;
+    Some((
+        ready["status"].as_str()?.to_string(),
+        ready["reason"].as_str()?.to_string(),
+    ))
+}
+
+/// The IrsaCheck CRD and the `reports` namespace.
+pub async fn bootstrap_cluster(sim: &KubeSim) {
+    let client = sim.client();
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../crds/irsacheck.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "reports"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+/// The cluster, the provider for its issuer, three roles, and their ServiceAccounts:
+/// `s3-reader` (healthy), `exporter` (trust policy names `old-exporter`), `legacy` (no check).
+pub async fn setup(sim: &KubeSim, admin: &Clients) {
+    bootstrap_cluster(sim).await;
+    let client = sim.client();
+    let host_path = sim.issuer().trim_start_matches("https://").to_string();
+    admin
+        .iam
+        .create_open_id_connect_provider()
+        .url(sim.issuer())
+        .client_id_list("sts.amazonaws.com")
+        .send()
+        .await
+        .unwrap();
+    for (role, sub_name) in [
+        ("s3-reader", "s3-reader"),
+        ("exporter", "old-exporter"),
+        ("legacy", "someone-else"),
+    ] {
+        admin
+            .iam
+            .create_role()
+            .role_name(role)
+            .assume_role_policy_document(trust_policy(&host_path, "reports", sub_name))
+            .send()
+            .await
+            .unwrap();
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "reports");
+    for (name, role) in [
+        ("s3-reader", "s3-reader"),
+        ("exporter", "exporter"),
+        ("legacy", "legacy"),
+    ] {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name,
+            "annotations": {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::{ACCOUNT}:role/{role}")}}}))
+        .unwrap();
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+    }
+}
+
+pub async fn create_check(client: &kube::Client, name: &str, sa: &str) {
+    create_check_with(
+        client,
+        name,
+        json!({"serviceAccountName": sa, "interval": "1h", "probe": {"enabled": false}}),
+    )
+    .await;
+}
+
+pub async fn create_check_with(client: &kube::Client, name: &str, spec: serde_json::Value) {
+    let check: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "irsa-doctor.io/v1alpha1", "kind": "IrsaCheck",
+        "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap();
+    checks_api(client, "reports")
+        .create(&PostParams::default(), &check)
+        .await
+        .unwrap();
+}
+
+pub async fn events_for(client: &kube::Client, kind: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), "reports")
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind={kind},involvedObject.name={name}"
+        )))
+        .await
+        .unwrap()
+        .items
+}
