@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release test venv fmt lint fuzz-build bench-aws bench-kube-sim demo clean
+.PHONY: all build release test venv fmt lint fuzz-build bench-aws bench-kube-sim demo lint-examples crd clean
 
 # Anything that runs the AWS SDK or CLI here gets static test credentials and no instance
 # metadata, so nothing can reach for real AWS.
@@ -36,6 +36,11 @@ test: venv
 fmt:
 	$(CARGO) fmt --all
 
+# Regenerate the CRD from the Rust types (a test fails when crds/ drifts).
+crd:
+	$(CARGO) run -q -p irsa-doctor -- crd > crds/irsacheck.yaml
+	cp crds/irsacheck.yaml charts/irsa-doctor/crds/irsacheck.yaml
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -52,8 +57,13 @@ bench-aws: venv
 bench-kube-sim:
 	$(CARGO) bench -p kube-sim --bench throughput
 
+# A simulated EKS cluster (kube-sim + moto), the real operator, what a user would see.
+demo: venv
+	$(CARGO) build -p irsa-doctor -p kube-sim
+	scripts/demo.sh
+
 # `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
-demo:
+lint-examples:
 	$(CARGO) build -p irsa-doctor
 	./target/debug/irsa-doctor lint \
 	  --issuer $(ISSUER) \

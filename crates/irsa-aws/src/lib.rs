@@ -16,3 +16,17 @@ pub use classify::{Failure, Outcome};
 pub use config::{AwsFactsConfig, Ttls};
 pub use facts::{AwsFacts, CacheStats, CallerIdentity, Clients};
 pub use stats::{CallCount, CallStats};
+
+/// Every AWS action irsa-aws calls with the operator's credentials; the operator's IAM policy
+/// (`deploy/iam-policy.json`) must grant exactly these, plus [`CROSS_ACCOUNT_ACTION`].
+pub const AWS_ACTIONS: &[&str] = &[
+    "eks:DescribeCluster",
+    "iam:GetOpenIDConnectProvider",
+    "iam:GetRole",
+    "iam:ListOpenIDConnectProviders",
+    "iam:SimulatePrincipalPolicy",
+    "sts:GetCallerIdentity",
+];
+
+/// Called by the SDK's assume-role provider for accounts configured with `--assume-role`.
+pub const CROSS_ACCOUNT_ACTION: &str = "sts:AssumeRole";

@@ -37,9 +37,7 @@ pub struct CheckArgs {
 
 /// Runs the diagnosis and prints it; exit 1 with error findings.
 pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API of the current kube context")?;
+    let client = crate::kube_client::client().await?;
     let aws = AwsFacts::from_env(&args.aws.config()).await;
     let issuer = match issuer::discover(
         args.issuer.issuer.as_deref(),

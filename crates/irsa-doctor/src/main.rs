@@ -14,6 +14,7 @@ mod gather;
 mod http;
 mod inputs;
 mod issuer;
+mod kube_client;
 mod lint;
 mod metrics;
 mod output;

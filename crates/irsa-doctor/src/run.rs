@@ -97,9 +97,7 @@ async fn lead(
 /// Runs the operator until stopped.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster, or KUBECONFIG)")?;
+    let client = crate::kube_client::client().await?;
     let aws = Arc::new(AwsFacts::from_env(&args.aws.config()).await);
     let metrics = Arc::new(Metrics::new(aws.clone()));
     let health = Arc::new(Health::default());

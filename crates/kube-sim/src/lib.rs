@@ -96,6 +96,7 @@ impl KubeSim {
             webhook: RwLock::new(options.webhook.clone()),
             tokens: TokenIssuer::new(&options.issuer),
             requests: Mutex::new(BTreeMap::new()),
+            requests_by_agent: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             watch_epoch,
             logs: Mutex::new(HashMap::new()),
@@ -206,6 +207,24 @@ impl KubeSim {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The (API group, resource, verb) triples requested by clients whose User-Agent starts
+    /// with `agent`: what that client's RBAC must allow.
+    pub fn requests_from(
+        &self,
+        agent: &str,
+    ) -> std::collections::BTreeSet<(String, String, String)> {
+        let by_agent = self
+            .state
+            .requests_by_agent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        by_agent
+            .keys()
+            .filter(|(a, ..)| a.starts_with(agent))
+            .map(|(_, g, r, v)| (g.clone(), r.clone(), v.clone()))
+            .collect()
     }
 
     /// Requests of one verb and resource.

@@ -29,7 +29,17 @@ enum Command {
         /// Run pods as local processes.
         #[arg(long)]
         kubelet: bool,
+        /// Extra environment for pods run as local processes, KEY=VALUE (repeatable), e.g. the
+        /// endpoint of a local AWS emulator.
+        #[arg(long = "kubelet-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+        kubelet_env: Vec<(String, String)>,
     },
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
 #[tokio::main]
@@ -39,10 +49,14 @@ async fn main() -> anyhow::Result<()> {
         port,
         issuer,
         kubelet,
+        kubelet_env,
     } = Cli::parse().command;
     let mut options = Options {
         port,
-        kubelet: kubelet.then(KubeletOptions::default),
+        kubelet: kubelet.then(|| KubeletOptions {
+            extra_env: kubelet_env,
+            script: None,
+        }),
         ..Options::default()
     };
     if let Some(issuer) = issuer {

@@ -49,6 +49,8 @@ pub struct SimState {
     pub tokens: TokenIssuer,
     /// Requests by (verb, resource).
     pub requests: Mutex<BTreeMap<(String, String), u64>>,
+    /// Requests by (User-Agent, API group, resource, verb), to check a client's RBAC needs.
+    pub requests_by_agent: Mutex<BTreeMap<(String, String, String, String), u64>>,
     /// Pending injected faults.
     pub faults: Mutex<Vec<Fault>>,
     /// Bumped to end every open watch.
@@ -457,6 +459,20 @@ async fn route(
         None => t.rt.plural.clone(),
     };
     sim.count(verb, &resource);
+    {
+        let agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let mut by_agent = sim
+            .requests_by_agent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *by_agent
+            .entry((agent, group.to_string(), resource.clone(), verb.to_string()))
+            .or_default() += 1;
+    }
     if let Some(err) = sim.injected_fault(verb, &t.rt.plural, &resource) {
         return Err(err);
     }
