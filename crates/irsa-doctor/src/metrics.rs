@@ -75,7 +75,7 @@ impl Metrics {
         let service_accounts = Family::<VerdictLabels, Gauge>::default();
         registry.register(
             "irsa_doctor_service_accounts",
-            "ServiceAccounts diagnosed in the last sweep, by verdict and Ready reason",
+            "IRSA ServiceAccounts by the verdict of their last diagnosis and its Ready reason",
             service_accounts.clone(),
         );
         let reconciles = Family::<KindLabels, Counter>::default();

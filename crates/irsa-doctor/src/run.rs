@@ -154,7 +154,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             watcher(sa_api, watcher::Config::default())
                 .default_backoff()
                 .reflect(sa_writer)
-                .touched_objects()
                 .boxed(),
         );
         sa_stores.push((ns.clone(), sa_reader));

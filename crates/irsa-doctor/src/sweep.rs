@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use irsa_core::workloads::PodFacts;
-use irsa_core::{diagnose, Fact, Report, ServiceAccount, Status};
+use irsa_core::{diagnose, Fact, ServiceAccount};
 use k8s_openapi::api::core::v1::ServiceAccount as KubeServiceAccount;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -36,11 +36,7 @@ fn in_scope(scope: &Scope, namespace: &str) -> bool {
 }
 
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict flipped.
-async fn diagnose_one(
-    ctx: &Context,
-    sa: ServiceAccount,
-    pods: Option<Fact<Vec<PodFacts>>>,
-) -> Report {
+async fn diagnose_one(ctx: &Context, sa: ServiceAccount, pods: Option<Fact<Vec<PodFacts>>>) {
     let started = Instant::now();
     let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
     let mut facts = gather(
@@ -63,7 +59,6 @@ async fn diagnose_one(
         }
     }
     ctx.metrics.reconciled("serviceaccount", started.elapsed());
-    report
 }
 
 /// The ServiceAccounts the sweep owns: wanting IRSA and named by no IrsaCheck (those report
@@ -83,11 +78,11 @@ fn swept(ctx: &Context, scopes: &[Scope]) -> Vec<ServiceAccount> {
         .collect()
 }
 
-fn verdict(status: Status) -> &'static str {
+fn verdict(status: &str) -> &'static str {
     match status {
-        Status::True => "ok",
-        Status::False => "error",
-        Status::Unknown => "unknown",
+        "True" => "ok",
+        "False" => "error",
+        _ => "unknown",
     }
 }
 
@@ -122,7 +117,7 @@ async fn full_sweep(
             Err(u) => listing_failed = Some(u),
         }
     }
-    let reports: Vec<Report> = futures::stream::iter(accounts)
+    futures::stream::iter(accounts)
         .map(|sa| {
             let key = (sa.namespace.clone(), sa.name.clone());
             let facts = match &listing_failed {
@@ -132,18 +127,8 @@ async fn full_sweep(
             diagnose_one(ctx, sa, Some(facts))
         })
         .buffer_unordered(concurrency.max(1))
-        .collect()
+        .collect::<Vec<()>>()
         .await;
-    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for r in &reports {
-        let ready = r.ready();
-        *counts
-            .entry((
-                verdict(ready.status).to_string(),
-                ready.reason.as_str().to_string(),
-            ))
-            .or_default() += 1;
-    }
     // Forget ServiceAccounts that went away or stopped asking for IRSA (those with an IrsaCheck included).
     let live: std::collections::HashSet<(String, String)> = ctx
         .service_accounts
@@ -157,6 +142,18 @@ async fn full_sweep(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|k, _| live.contains(k));
+    // Counts cover every IRSA ServiceAccount: the swept ones and those an IrsaCheck diagnoses.
+    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (status, reason) in ctx
+        .verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+    {
+        *counts
+            .entry((verdict(status).to_string(), reason.clone()))
+            .or_default() += 1;
+    }
     ctx.metrics.set_service_accounts(&counts);
     let checks: std::collections::HashSet<(String, String)> = scopes
         .iter()
@@ -176,12 +173,14 @@ async fn full_sweep(
     );
 }
 
-/// Drives the ServiceAccount watch until `shutdown`: reacts to each change, sweeps every `interval`.
+/// Drives the ServiceAccount watch until `shutdown`: sweeps once the initial list is in and
+/// every `interval` after, and reacts to each change in between.
 pub async fn run(
     ctx: Arc<Context>,
     scopes: Vec<Scope>,
     namespaces: Vec<Option<String>>,
-    changes: impl Stream<Item = Result<PartialObjectMeta<KubeServiceAccount>, watcher::Error>> + Send,
+    changes: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<KubeServiceAccount>>, watcher::Error>>
+        + Send,
     interval: Duration,
     concurrency: usize,
     shutdown: impl std::future::Future<Output = ()>,
@@ -189,10 +188,8 @@ pub async fn run(
     let mut changes = std::pin::pin!(changes);
     let mut shutdown = std::pin::pin!(shutdown);
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    // Every ServiceAccount is diagnosed as the initial list streams in; the first full sweep
-    // (which also publishes the verdict counts) follows shortly after.
-    let first = tokio::time::Instant::now() + interval.min(Duration::from_secs(10));
-    let mut tick = tokio::time::interval_at(first, interval);
+    // The first full sweep runs when the initial list is complete (InitDone), then every interval.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -201,7 +198,15 @@ pub async fn run(
             change = changes.next() => match change {
                 None => return,
                 Some(Err(e)) => tracing::warn!(error = %e, "ServiceAccount watch error; retrying with backoff"),
-                Some(Ok(meta)) => {
+                // The initial list is diagnosed by one full sweep when it is complete, with one
+                // pod list per namespace, instead of one diagnosis and pod list per object.
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
+                Some(Ok(watcher::Event::InitDone)) => full_sweep(&ctx, &scopes, &namespaces, concurrency).await,
+                Some(Ok(watcher::Event::Delete(meta))) => {
+                    let key = (meta.metadata.namespace.clone().unwrap_or_default(), meta.metadata.name.clone().unwrap_or_default());
+                    ctx.verdicts.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                }
+                Some(Ok(watcher::Event::Apply(meta))) => {
                     let sa = gather::service_account(&meta.metadata);
                     let mut named = false;
                     for scope in scopes.iter().filter(|s| in_scope(s, &sa.namespace)) {

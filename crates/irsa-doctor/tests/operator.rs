@@ -199,7 +199,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     );
     assert!(
         metrics.contains(
-            r#"irsa_doctor_service_accounts{verdict="error",reason="TrustPolicySubjectMismatch"} 1"#
+            r#"irsa_doctor_service_accounts{verdict="error",reason="TrustPolicySubjectMismatch"} 2"#
         ),
         "{metrics}"
     );
