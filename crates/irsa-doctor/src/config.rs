@@ -31,11 +31,21 @@ pub struct AwsArgs {
     #[arg(long, env = "IRSA_DOCTOR_AWS_MAX_ATTEMPTS", default_value_t = 4)]
     pub aws_max_attempts: u32,
     /// How long roles, providers and permission simulations are cached.
-    #[arg(long, env = "IRSA_DOCTOR_AWS_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "IRSA_DOCTOR_AWS_CACHE_TTL", default_value = "5m", value_parser = positive_duration)]
     pub aws_cache_ttl: Duration,
     /// A role to assume for IAM facts of another account: ACCOUNT=ROLE_ARN (repeatable).
     #[arg(long = "assume-role", value_name = "ACCOUNT=ROLE_ARN", value_parser = parse_assume_role)]
     pub assume_role: Vec<(String, String)>,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "{s:?} is zero; give a positive duration such as 10m"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 fn parse_assume_role(s: &str) -> Result<(String, String), String> {
@@ -90,7 +100,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
     /// How often every annotated ServiceAccount is diagnosed again.
-    #[arg(long, env = "IRSA_DOCTOR_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "IRSA_DOCTOR_SWEEP_INTERVAL", default_value = "10m", value_parser = positive_duration)]
     pub sweep_interval: Duration,
     /// Diagnoses run at once.
     #[arg(long, env = "IRSA_DOCTOR_CONCURRENCY", default_value_t = 16)]

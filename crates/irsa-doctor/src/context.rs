@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use irsa_aws::AwsFacts;
-use irsa_core::{ConditionVerdict, Fact, Issuer, ServiceAccount};
+use irsa_core::{ConditionVerdict, Fact, Issuer, Reason, ServiceAccount, Unavailable};
 use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount as KubeServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -47,21 +47,35 @@ impl Context {
             .clone()
     }
 
-    /// A ServiceAccount from the cache: `Known(None)` when it does not exist.
-    pub fn service_account(&self, namespace: &str, name: &str) -> Fact<Option<ServiceAccount>> {
+    /// A ServiceAccount from the cache: `Known(None)` when it does not exist. Waits for the
+    /// cache's initial list, so that "not yet listed" is never reported as "not found".
+    pub async fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Fact<Option<ServiceAccount>> {
         let store = self
             .service_accounts
             .iter()
             .find(|(ns, _)| ns.as_deref().is_none_or(|n| n == namespace))
             .map(|(_, s)| s);
-        match store {
-            Some(store) => Fact::Known(
-                store
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .map(|sa| gather::service_account(&sa.metadata)),
-            ),
-            None => Fact::Skipped(format!("namespace {namespace} is not watched")),
+        let Some(store) = store else {
+            return Fact::Skipped(format!("namespace {namespace} is not watched"));
+        };
+        let synced =
+            tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready())
+                .await;
+        if !matches!(synced, Ok(Ok(()))) {
+            return Fact::Unavailable(Unavailable {
+                reason: Reason::KubernetesApiUnavailable,
+                detail: "the ServiceAccount cache has not finished its initial list".into(),
+            });
         }
+        Fact::Known(
+            store
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|sa| gather::service_account(&sa.metadata)),
+        )
     }
 
     /// The uid of a cached ServiceAccount, for Event references.

@@ -79,7 +79,7 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
             Duration::from_secs(3600),
         ),
         Ok((interval, probe_timeout)) => {
-            let sa = ctx.service_account(&namespace, &sa_name);
+            let sa = ctx.service_account(&namespace, &sa_name).await;
             let exists = matches!(sa, Fact::Known(Some(_)));
             let mut facts = gather(
                 &ctx.aws,

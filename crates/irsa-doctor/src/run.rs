@@ -55,6 +55,7 @@ fn on_signals(stop: watch::Sender<bool>) {
 async fn lead(
     client: &kube::Client,
     args: &RunArgs,
+    health: &Health,
     stop: watch::Sender<bool>,
 ) -> anyhow::Result<watch::Receiver<bool>> {
     let identity = args
@@ -78,12 +79,16 @@ async fn lead(
         })?;
     let (mut leader, _task) = manager.watch().await;
     tracing::info!(%identity, "waiting for leadership");
+    // A standby is healthy: readiness must not wait for the Lease, or rolling updates and
+    // node drains would block on the replica that can never lead while the old one does.
+    health.set_ready(true);
     let mut stop_rx = stop.subscribe();
     tokio::select! {
         r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
         _ = stop_rx.wait_for(|s| *s) => anyhow::bail!("stopped before becoming leader"),
     }
     tracing::info!(%identity, "became leader");
+    health.set_ready(false);
     let mut lost = leader.clone();
     tokio::spawn(async move {
         if lost.wait_for(|l| !*l).await.is_ok() {
@@ -112,7 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Kept alive for as long as we lead: dropping it releases the Lease.
     let _leadership = if args.leader_election {
-        Some(lead(&client, &args, stop.clone()).await?)
+        Some(lead(&client, &args, &health, stop.clone()).await?)
     } else {
         None
     };

@@ -315,6 +315,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
         .await
         .iter()
         .all(|e| e.type_.as_deref() != Some("Warning")));
+    assert_rbac_covers(&sim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +381,7 @@ async fn only_the_leader_writes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(reconciles(leader) > 0, "the leader diagnoses");
     assert_eq!(reconciles(follower), 0, "the follower writes nothing");
+    assert_rbac_covers(&sim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

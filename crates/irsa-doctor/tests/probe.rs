@@ -227,6 +227,7 @@ async fn probe_verdicts_and_workload_audit() {
     // Every probe pod is gone once its outcome was read.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(probe_pods(&client).await, 0);
+    assert_rbac_covers(&sim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,3 +229,47 @@ pub async fn events_for(client: &kube::Client, kind: &str, name: &str) -> Vec<Ev
         .unwrap()
         .items
 }
+
+/// Every (API group, resource, verb) the operator's code calls — what its RBAC grants, exactly.
+/// `tests/chart.rs` checks the chart against this list; the end-to-end tests check that every
+/// request the running operator made is in it.
+pub const OPERATOR_RBAC: &[(&str, &str, &str)] = &[
+    ("", "pods", "create"),
+    ("", "pods", "delete"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("", "pods/log", "get"),
+    ("", "serviceaccounts", "list"),
+    ("", "serviceaccounts", "watch"),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "list",
+    ),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+    ("irsa-doctor.io", "irsachecks", "list"),
+    ("irsa-doctor.io", "irsachecks", "watch"),
+    ("irsa-doctor.io", "irsachecks/status", "patch"),
+];
+
+/// Fails if the operator made a request its RBAC does not grant.
+pub fn assert_rbac_covers(sim: &KubeSim) {
+    let made = sim.requests_from("irsa-doctor/");
+    assert!(
+        !made.is_empty(),
+        "no request carried the operator's User-Agent"
+    );
+    let missing: Vec<_> = made
+        .iter()
+        .filter(|(g, r, v)| !OPERATOR_RBAC.contains(&(g.as_str(), r.as_str(), v.as_str())))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "requests the chart's RBAC does not grant: {missing:?}"
+    );
+    eprintln!("operator requests (group, resource, verb): {made:?}");
+}

@@ -1,0 +1,232 @@
+//! What ships beside the binary: the Helm chart (rendered and linted by the real `helm`,
+//! `make tools` installs it), its RBAC against the API calls the code makes, its CRD against the
+//! generated one, and the operator's IAM policy against the AWS actions the code calls.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::OPERATOR_RBAC;
+use serde::Deserialize;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn helm(args: &[&str]) -> Option<String> {
+    let out = Command::new("helm")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn render(extra: &[&str]) -> Option<Vec<Value>> {
+    let mut args = vec![
+        "template",
+        "irsa-doctor",
+        "charts/irsa-doctor",
+        "--namespace",
+        "irsa-doctor",
+    ];
+    args.extend(extra);
+    let text = helm(&args)?;
+    let docs = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("every rendered document is YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    Some(docs)
+}
+
+/// (namespace of the Role, or "" for a ClusterRole) → granted (group, resource, verb).
+fn grants(docs: &[Value]) -> Vec<(String, BTreeSet<(String, String, String)>)> {
+    docs.iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .map(|d| {
+            let ns = d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut set = BTreeSet::new();
+            for rule in d["rules"].as_array().into_iter().flatten() {
+                for g in rule["apiGroups"].as_array().into_iter().flatten() {
+                    for r in rule["resources"].as_array().into_iter().flatten() {
+                        for v in rule["verbs"].as_array().into_iter().flatten() {
+                            set.insert((
+                                g.as_str().unwrap().into(),
+                                r.as_str().unwrap().into(),
+                                v.as_str().unwrap().into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            (ns, set)
+        })
+        .collect()
+}
+
+fn expected() -> BTreeSet<(String, String, String)> {
+    OPERATOR_RBAC
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
+    if Command::new("helm").arg("version").output().is_err() {
+        eprintln!("SKIPPED: helm is not on PATH (make tools installs it)");
+        return;
+    }
+    helm(&["lint", "--strict", "charts/irsa-doctor"]).unwrap();
+    let docs = render(&[]).unwrap();
+    for d in &docs {
+        assert!(d["apiVersion"].is_string() && d["kind"].is_string(), "{d}");
+    }
+    let all: BTreeSet<_> = grants(&docs).into_iter().flat_map(|(_, s)| s).collect();
+    assert_eq!(
+        all,
+        expected(),
+        "cluster-wide RBAC must grant exactly the operator's calls"
+    );
+    assert!(docs.iter().all(|d| d["kind"] != "Secret"));
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args.first(), Some(&"run"), "{args:?}");
+    assert!(args.contains(&"--leader-election=true"), "{args:?}");
+    // The binary accepts every argument the chart passes: it gets as far as loading a kubeconfig.
+    let out = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"))
+        .args(&args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loading the Kubernetes configuration"),
+        "{args:?}: {stderr}"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+
+    // Namespace scoping: the same grants, as a Role in each watched namespace.
+    let scoped = render(&["--set", "watchNamespaces={team-a,team-b}"]).unwrap();
+    let roles = grants(&scoped);
+    for ns in ["team-a", "team-b"] {
+        let (_, granted) = roles
+            .iter()
+            .find(|(n, _)| n == ns)
+            .unwrap_or_else(|| panic!("no Role in {ns}"));
+        let namespaced: BTreeSet<_> = expected()
+            .into_iter()
+            .filter(|(g, r, _)| {
+                !(g == "coordination.k8s.io" || r == "mutatingwebhookconfigurations")
+            })
+            .collect();
+        assert_eq!(granted, &namespaced, "{ns}");
+    }
+    let cluster_wide: BTreeSet<_> = roles
+        .iter()
+        .filter(|(n, _)| n.is_empty())
+        .flat_map(|(_, s)| s.clone())
+        .collect();
+    assert!(
+        cluster_wide
+            .iter()
+            .all(|(_, r, _)| r == "mutatingwebhookconfigurations"),
+        "{cluster_wide:?}"
+    );
+
+    // Alerts.
+    let with_alerts = render(&[
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ])
+    .unwrap();
+    let rules = with_alerts
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .unwrap()
+        .to_string();
+    for alert in [
+        "IrsaCheckFailing",
+        "IrsaServiceAccountsMisconfigured",
+        "IrsaDoctorAwsUnavailable",
+        "IrsaDoctorDown",
+    ] {
+        assert!(rules.contains(alert), "{alert}");
+    }
+    assert!(
+        rules.contains("AwsApiUnavailable"),
+        "Unknown reasons are excluded from paging"
+    );
+    assert!(with_alerts.iter().any(|d| d["kind"] == "ServiceMonitor"));
+}
+
+#[test]
+fn chart_crd_is_the_generated_one() {
+    let generated = std::fs::read_to_string(repo().join("crds/irsacheck.yaml")).unwrap();
+    let shipped =
+        std::fs::read_to_string(repo().join("charts/irsa-doctor/crds/irsacheck.yaml")).unwrap();
+    assert!(
+        generated == shipped,
+        "charts/irsa-doctor/crds/irsacheck.yaml drifted: run `make crd`"
+    );
+}
+
+#[test]
+fn iam_policy_grants_exactly_the_aws_actions_the_code_calls() {
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/iam-policy.json")).unwrap(),
+    )
+    .unwrap();
+    let mut granted = BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow");
+        match &st["Action"] {
+            Value::String(a) => {
+                granted.insert(a.clone());
+            }
+            Value::Array(list) => {
+                granted.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            other => panic!("unexpected Action {other}"),
+        }
+    }
+    let called: BTreeSet<String> = irsa_aws::AWS_ACTIONS
+        .iter()
+        .chain(std::iter::once(&irsa_aws::CROSS_ACCOUNT_ACTION))
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(granted, called);
+    assert!(
+        granted.iter().all(|a| !a.contains('*')),
+        "read-only and explicit"
+    );
+}
