@@ -27,6 +27,7 @@ fn needs_live_facts(reason: Reason) -> bool {
             | Reason::ClusterIssuerUnknown
             | Reason::AwsApiUnavailable
             | Reason::AwsAccessDenied
+            | Reason::KubernetesApiUnavailable
             | Reason::NotEvaluated
             | Reason::SpecInvalid
     )

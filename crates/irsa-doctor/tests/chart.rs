@@ -48,8 +48,11 @@ fn render(extra: &[&str]) -> Option<Vec<Value>> {
     Some(docs)
 }
 
-/// (namespace of the Role, or "" for a ClusterRole) → granted (group, resource, verb).
-fn grants(docs: &[Value]) -> Vec<(String, BTreeSet<(String, String, String)>)> {
+/// (API group, resource, verb).
+type Grant = (String, String, String);
+
+/// (namespace of the Role, or "" for a ClusterRole) → what it grants.
+fn grants(docs: &[Value]) -> Vec<(String, BTreeSet<Grant>)> {
     docs.iter()
         .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
         .map(|d| {
@@ -76,7 +79,7 @@ fn grants(docs: &[Value]) -> Vec<(String, BTreeSet<(String, String, String)>)> {
         .collect()
 }
 
-fn expected() -> BTreeSet<(String, String, String)> {
+fn expected() -> BTreeSet<Grant> {
     OPERATOR_RBAC
         .iter()
         .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
