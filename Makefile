@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release test venv tools fmt lint fuzz-build bench-aws bench-kube-sim demo lint-examples crd clean
+.PHONY: all build release test venv tools fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean
 
 # Anything that runs the AWS SDK or CLI here gets static test credentials and no instance
 # metadata, so nothing can reach for real AWS.
@@ -61,6 +61,12 @@ lint:
 # Fuzz targets must keep building; run one with `cargo fuzz run trust_policy` (nightly) from fuzz/.
 fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml
+
+# The scale benchmark: 10,000 ServiceAccounts, 50,000 pods, 200 IrsaChecks, the real operator;
+# prints each figure next to its target and fails when one is missed. BENCH_ARGS adds options,
+# e.g. BENCH_ARGS="--aws-latency-ms 50 --aws-rate 20".
+bench: venv tools
+	$(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- $(BENCH_ARGS)
 
 # AWS facts for 10,000 ServiceAccounts over 1,000 roles against moto, cold and warm.
 bench-aws: venv

@@ -32,6 +32,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ServiceAccount caches by namespace (`None`: all namespaces).
     pub service_accounts: Vec<(Option<String>, SaStore)>,
+    /// Turns true once every ServiceAccount cache has its initial list. (kube's own
+    /// `Store::wait_until_ready` wakes only one of several concurrent waiters.)
+    pub service_accounts_synced: tokio::sync::watch::Receiver<bool>,
     /// Runs probe pods.
     pub prober: crate::probe::Prober,
     /// Last Ready verdict of each ServiceAccount, for Events on transitions only.
@@ -62,10 +65,10 @@ impl Context {
         let Some(store) = store else {
             return Fact::Skipped(format!("namespace {namespace} is not watched"));
         };
+        let mut synced = self.service_accounts_synced.clone();
         let synced =
-            tokio::time::timeout(std::time::Duration::from_secs(30), store.wait_until_ready())
-                .await;
-        if !matches!(synced, Ok(Ok(()))) {
+            tokio::time::timeout(std::time::Duration::from_secs(30), synced.wait_for(|s| *s)).await;
+        if !matches!(synced, Ok(Ok(_))) {
             return Fact::Unavailable(Unavailable {
                 reason: Reason::KubernetesApiUnavailable,
                 detail: "the ServiceAccount cache has not finished its initial list".into(),

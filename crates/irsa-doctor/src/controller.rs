@@ -117,6 +117,7 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
         ),
         findings: findings(&report),
     };
+    tracing::debug!(check = %name, took_ms = started.elapsed().as_millis() as u64, "diagnosis done; writing status");
     let api: Api<IrsaCheck> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({"apiVersion": IrsaCheck::api_version(&()), "kind": IrsaCheck::kind(&()), "status": status});
     api.patch_status(
@@ -131,6 +132,7 @@ pub async fn reconcile(check: Arc<IrsaCheck>, ctx: Arc<Context>) -> Result<Actio
         source,
     })?;
 
+    tracing::debug!(check = %name, took_ms = started.elapsed().as_millis() as u64, "status written");
     let ready = report.ready();
     let before: Option<Remembered> = previous
         .conditions

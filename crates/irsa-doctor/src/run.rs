@@ -177,6 +177,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         check_parts.push((ns.clone(), checks, check_reader, trigger, triggers));
     }
 
+    // One task waits for the caches' initial lists and tells everyone else through a watch channel.
+    let (synced_tx, synced_rx) = watch::channel(false);
+    {
+        let stores: Vec<SaStore> = sa_stores.iter().map(|(_, s)| s.clone()).collect();
+        tokio::spawn(async move {
+            for store in &stores {
+                let _ = store.wait_until_ready().await;
+            }
+            let _ = synced_tx.send(true);
+        });
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         aws,
@@ -184,6 +195,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
         metrics,
         service_accounts: sa_stores.clone(),
+        service_accounts_synced: synced_rx.clone(),
         prober: Prober::new(client.clone(), args.probe()),
         verdicts: Mutex::new(Default::default()),
     });
@@ -195,14 +207,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Keep looking for the issuer until it is known; ready once it is and the caches synced.
     {
         let (ctx, health, args) = (ctx.clone(), health.clone(), args.clone());
-        let check_stores: Vec<_> = check_parts.iter().map(|p| p.2.clone()).collect();
+        let mut synced = synced_rx.clone();
         tokio::spawn(async move {
-            for (_, store) in &ctx.service_accounts {
-                let _ = store.wait_until_ready().await;
-            }
-            for store in &check_stores {
-                let _ = store.wait_until_ready().await;
-            }
+            // The IrsaCheck caches are awaited by their controllers; waiting here too would
+            // compete for kube's single-waiter readiness signal.
+            let _ = synced.wait_for(|s| *s).await;
             while !matches!(ctx.issuer(), Fact::Known(_)) {
                 tokio::time::sleep(Duration::from_secs(15)).await;
                 match issuer::discover(

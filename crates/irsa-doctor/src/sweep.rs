@@ -100,35 +100,41 @@ async fn full_sweep(
     }
     let accounts = swept(ctx, scopes);
     let total = accounts.len();
-    let wanted: std::collections::HashSet<(String, String)> = accounts
-        .iter()
-        .map(|sa| (sa.namespace.clone(), sa.name.clone()))
-        .collect();
-    // One paginated pod list per watched namespace, instead of one list per ServiceAccount.
-    let mut pods: HashMap<(String, String), Vec<PodFacts>> = HashMap::new();
-    let mut listing_failed = None;
-    for ns in namespaces {
-        match workloads::pods_by_service_account(&ctx.client, ns.as_deref(), |n, s| {
-            wanted.contains(&(n.to_string(), s.to_string()))
-        })
-        .await
-        {
-            Ok(grouped) => pods.extend(grouped),
-            Err(u) => listing_failed = Some(u),
-        }
+    let mut by_namespace: BTreeMap<String, Vec<ServiceAccount>> = BTreeMap::new();
+    for sa in accounts {
+        by_namespace
+            .entry(sa.namespace.clone())
+            .or_default()
+            .push(sa);
     }
-    futures::stream::iter(accounts)
-        .map(|sa| {
-            let key = (sa.namespace.clone(), sa.name.clone());
-            let facts = match &listing_failed {
-                Some(u) => Fact::Unavailable(u.clone()),
-                None => Fact::Known(pods.remove(&key).unwrap_or_default()),
-            };
-            diagnose_one(ctx, sa, Some(facts))
+    // One namespace at a time: one paginated pod list for its ServiceAccounts, then their
+    // diagnoses; memory holds one namespace's pods, never the cluster's.
+    for (namespace, accounts) in by_namespace {
+        let names: std::collections::HashSet<String> =
+            accounts.iter().map(|sa| sa.name.clone()).collect();
+        let listed = workloads::pods_by_service_account(&ctx.client, Some(&namespace), |_, s| {
+            names.contains(s)
         })
-        .buffer_unordered(concurrency.max(1))
-        .collect::<Vec<()>>()
         .await;
+        let (mut pods, failed) = match listed {
+            Ok(pods) => (pods, None),
+            Err(u) => (HashMap::new(), Some(u)),
+        };
+        futures::stream::iter(accounts)
+            .map(|sa| {
+                let facts = match &failed {
+                    Some(u) => Fact::Unavailable(u.clone()),
+                    None => Fact::Known(
+                        pods.remove(&(sa.namespace.clone(), sa.name.clone()))
+                            .unwrap_or_default(),
+                    ),
+                };
+                diagnose_one(ctx, sa, Some(facts))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
     // Forget ServiceAccounts that went away or stopped asking for IRSA (those with an IrsaCheck included).
     let live: std::collections::HashSet<(String, String)> = ctx
         .service_accounts

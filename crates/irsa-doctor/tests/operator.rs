@@ -72,7 +72,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     let client = sim.client();
     let op = start_operator(&sim, &aws.url, &["--leader-election", "false"]);
     eventually("readiness", Duration::from_secs(30), async || {
-        http_get(&op.metrics, "/readyz").filter(|(c, _)| *c == 200)
+        get(&op.metrics, "/readyz").await.filter(|(c, _)| *c == 200)
     })
     .await;
 
@@ -184,7 +184,8 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
         "metrics with the sweep's counts",
         Duration::from_secs(15),
         async || {
-            http_get(&op.metrics, "/metrics")
+            get(&op.metrics, "/metrics")
+                .await
                 .map(|(_, b)| b)
                 .filter(|b| b.contains("irsa_doctor_service_accounts{"))
         },
@@ -369,8 +370,9 @@ async fn only_the_leader_writes() {
     } else {
         (&second, &first)
     };
-    let reconciles = |op: &Operator| {
-        http_get(&op.metrics, "/metrics")
+    let reconciles = async |op: &Operator| {
+        get(&op.metrics, "/metrics")
+            .await
             .map(|(_, b)| {
                 b.lines()
                     .filter(|l| l.starts_with("irsa_doctor_reconciles_total"))
@@ -379,8 +381,8 @@ async fn only_the_leader_writes() {
             .unwrap_or(0)
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(reconciles(leader) > 0, "the leader diagnoses");
-    assert_eq!(reconciles(follower), 0, "the follower writes nothing");
+    assert!(reconciles(leader).await > 0, "the leader diagnoses");
+    assert_eq!(reconciles(follower).await, 0, "the follower writes nothing");
     assert_rbac_covers(&sim);
 }
 

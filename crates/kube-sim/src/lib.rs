@@ -209,22 +209,21 @@ impl KubeSim {
             .clone()
     }
 
-    /// The (API group, resource, verb) triples requested by clients whose User-Agent starts
-    /// with `agent`: what that client's RBAC must allow.
-    pub fn requests_from(
-        &self,
-        agent: &str,
-    ) -> std::collections::BTreeSet<(String, String, String)> {
+    /// Requests by (API group, resource, verb) of clients whose User-Agent starts with
+    /// `agent`: what that client's RBAC must allow, and how much it asked.
+    pub fn requests_from(&self, agent: &str) -> BTreeMap<(String, String, String), u64> {
         let by_agent = self
             .state
             .requests_by_agent
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        by_agent
-            .keys()
-            .filter(|(a, ..)| a.starts_with(agent))
-            .map(|(_, g, r, v)| (g.clone(), r.clone(), v.clone()))
-            .collect()
+        let mut out = BTreeMap::new();
+        for ((a, g, r, v), n) in by_agent.iter() {
+            if a.starts_with(agent) {
+                *out.entry((g.clone(), r.clone(), v.clone())).or_default() += n;
+            }
+        }
+        out
     }
 
     /// Requests of one verb and resource.

@@ -73,6 +73,15 @@ pub fn start_operator(sim: &KubeSim, aws_url: &str, extra: &[&str]) -> Operator 
     }
 }
 
+/// [`http_get`] off the async runtime: a blocking socket must not stall the runtime that also
+/// serves kube-sim.
+pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || http_get(&addr, &path))
+        .await
+        .ok()?
+}
+
 /// A plain HTTP GET on loopback: status line and body.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -264,12 +273,12 @@ pub fn assert_rbac_covers(sim: &KubeSim) {
         "no request carried the operator's User-Agent"
     );
     let missing: Vec<_> = made
-        .iter()
+        .keys()
         .filter(|(g, r, v)| !OPERATOR_RBAC.contains(&(g.as_str(), r.as_str(), v.as_str())))
         .collect();
     assert!(
         missing.is_empty(),
         "requests the chart's RBAC does not grant: {missing:?}"
     );
-    eprintln!("operator requests (group, resource, verb): {made:?}");
+    eprintln!("operator requests by (group, resource, verb): {made:?}");
 }
