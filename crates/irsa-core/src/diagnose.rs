@@ -52,6 +52,23 @@ impl Diagnosis {
         self.add(Reason::CheckSkipped, condition, why);
     }
 
+    /// The value of a known fact. For one that could not be learned or was not looked for,
+    /// records why, closes the condition (Unknown) and returns `None`.
+    fn known_or_close<'f, T>(
+        &mut self,
+        condition: C,
+        fact: &'f Fact<T>,
+        success: Reason,
+    ) -> Option<&'f T> {
+        match fact {
+            Fact::Known(t) => return Some(t),
+            Fact::Unavailable(u) => self.unavailable(condition, u),
+            Fact::Skipped(why) => self.skipped(condition, why),
+        }
+        self.close(condition, success, String::new());
+        None
+    }
+
     /// Records a condition that could not run because an earlier one failed.
     fn not_evaluated(&mut self, condition: C, why: &str) {
         self.conditions.push(ConditionVerdict {
@@ -112,30 +129,24 @@ impl Diagnosis {
         facts: &'f Facts,
     ) -> Option<(&'f ServiceAccount, Option<RoleArn>)> {
         let cond = C::ServiceAccountValid;
-        let sa = match &facts.service_account {
-            Fact::Known(Some(sa)) => sa,
-            Fact::Known(None) => {
-                self.add(
-                    Reason::ServiceAccountNotFound,
-                    cond,
-                    format!(
-                        "ServiceAccount {}/{} does not exist",
-                        facts.namespace, facts.name
-                    ),
-                );
-                self.close(cond, Reason::ServiceAccountAnnotated, String::new());
-                return None;
-            }
-            Fact::Unavailable(u) => {
-                self.unavailable(cond, u);
-                self.close(cond, Reason::ServiceAccountAnnotated, String::new());
-                return None;
-            }
-            Fact::Skipped(why) => {
-                self.skipped(cond, why);
-                self.close(cond, Reason::ServiceAccountAnnotated, String::new());
-                return None;
-            }
+        let Some(sa) = self
+            .known_or_close(
+                cond,
+                &facts.service_account,
+                Reason::ServiceAccountAnnotated,
+            )?
+            .as_ref()
+        else {
+            self.add(
+                Reason::ServiceAccountNotFound,
+                cond,
+                format!(
+                    "ServiceAccount {}/{} does not exist",
+                    facts.namespace, facts.name
+                ),
+            );
+            self.close(cond, Reason::ServiceAccountAnnotated, String::new());
+            return None;
         };
         let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
         let misspelled = sa.misspelled_role_arn_keys();
@@ -212,28 +223,15 @@ impl Diagnosis {
         let Some(role) = role else {
             return self.not_evaluated(cond, "the ServiceAccount names no valid role");
         };
-        let issuer = match &facts.issuer {
-            Fact::Known(i) => i,
-            Fact::Unavailable(u) => {
-                self.unavailable(cond, u);
-                return self.close(cond, Reason::OIDCProviderFound, String::new());
-            }
-            Fact::Skipped(why) => {
-                self.skipped(cond, why);
-                return self.close(cond, Reason::OIDCProviderFound, String::new());
-            }
+        let Some(issuer) = self.known_or_close(cond, &facts.issuer, Reason::OIDCProviderFound)
+        else {
+            return;
         };
         let expected = issuer.provider_arn(role.partition(), role.account());
-        let providers = match &facts.oidc_providers {
-            Fact::Known(p) => p,
-            Fact::Unavailable(u) => {
-                self.unavailable(cond, u);
-                return self.close(cond, Reason::OIDCProviderFound, String::new());
-            }
-            Fact::Skipped(why) => {
-                self.skipped(cond, why);
-                return self.close(cond, Reason::OIDCProviderFound, String::new());
-            }
+        let Some(providers) =
+            self.known_or_close(cond, &facts.oidc_providers, Reason::OIDCProviderFound)
+        else {
+            return;
         };
         let same_issuer = |p: &&crate::facts::OidcProvider| {
             p.arn.host_path.eq_ignore_ascii_case(&expected.host_path)
@@ -302,25 +300,19 @@ impl Diagnosis {
         let Fact::Known(issuer) = &facts.issuer else {
             return self.not_evaluated(cond, "the cluster's OIDC issuer is unknown");
         };
-        let trust_policy = match &facts.role {
-            Fact::Known(Some(r)) => &r.trust_policy,
-            Fact::Known(None) => {
-                self.add(
-                    Reason::RoleNotFound,
-                    cond,
-                    format!("role {role} does not exist in account {}", role.account()),
-                );
-                return self.close(cond, Reason::TrustPolicyAllows, String::new());
-            }
-            Fact::Unavailable(u) => {
-                self.unavailable(cond, u);
-                return self.close(cond, Reason::TrustPolicyAllows, String::new());
-            }
-            Fact::Skipped(why) => {
-                self.skipped(cond, why);
-                return self.close(cond, Reason::TrustPolicyAllows, String::new());
-            }
+        let Some(role_fact) = self.known_or_close(cond, &facts.role, Reason::TrustPolicyAllows)
+        else {
+            return;
         };
+        let Some(found) = role_fact else {
+            self.add(
+                Reason::RoleNotFound,
+                cond,
+                format!("role {role} does not exist in account {}", role.account()),
+            );
+            return self.close(cond, Reason::TrustPolicyAllows, String::new());
+        };
+        let trust_policy = &found.trust_policy;
         let request = WebIdentityRequest::new(issuer, role, &sa.namespace, &sa.name, sa.audience());
         self.evaluate_trust(role, trust_policy, &request);
         self.close(

@@ -39,17 +39,13 @@ pub struct CheckArgs {
 pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let client = crate::kube_client::client().await?;
     let aws = AwsFacts::from_env(&args.aws.config()).await;
-    let issuer = match issuer::discover(
+    let issuer = issuer::discover_fact(
         args.issuer.issuer.as_deref(),
         args.issuer.cluster_name.as_deref(),
         &aws,
         &client,
     )
-    .await
-    {
-        Ok((issuer, _)) => Fact::Known(issuer),
-        Err(u) => Fact::Unavailable(u),
-    };
+    .await;
     let namespace = args
         .namespace
         .clone()

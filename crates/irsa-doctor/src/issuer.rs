@@ -65,3 +65,22 @@ pub async fn discover(
             ),
         })
 }
+
+/// [`discover`] as a fact for the diagnosis, with the source logged when found.
+pub async fn discover_fact(
+    configured: Option<&str>,
+    cluster_name: Option<&str>,
+    aws: &AwsFacts,
+    client: &kube::Client,
+) -> irsa_core::Fact<Issuer> {
+    match discover(configured, cluster_name, aws, client).await {
+        Ok((issuer, source)) => {
+            tracing::info!(issuer = %issuer, %source, "cluster issuer");
+            irsa_core::Fact::Known(issuer)
+        }
+        Err(u) => {
+            tracing::warn!(reason = %u.reason, detail = %u.detail, "cluster issuer unknown");
+            irsa_core::Fact::Unavailable(u)
+        }
+    }
+}

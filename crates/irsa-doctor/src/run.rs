@@ -122,23 +122,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
 
-    let issuer = match issuer::discover(
+    let issuer = issuer::discover_fact(
         args.issuer.issuer.as_deref(),
         args.issuer.cluster_name.as_deref(),
         &aws,
         &client,
     )
-    .await
-    {
-        Ok((issuer, source)) => {
-            tracing::info!(issuer = %issuer, %source, "cluster issuer");
-            Fact::Known(issuer)
-        }
-        Err(u) => {
-            tracing::warn!(reason = %u.reason, detail = %u.detail, "cluster issuer unknown; retrying");
-            Fact::Unavailable(u)
-        }
-    };
+    .await;
 
     let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
@@ -214,21 +204,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let _ = synced.wait_for(|s| *s).await;
             while !matches!(ctx.issuer(), Fact::Known(_)) {
                 tokio::time::sleep(Duration::from_secs(15)).await;
-                match issuer::discover(
+                let found = issuer::discover_fact(
                     args.issuer.issuer.as_deref(),
                     args.issuer.cluster_name.as_deref(),
                     &ctx.aws,
                     &ctx.client,
                 )
-                .await
-                {
-                    Ok((issuer, source)) => {
-                        tracing::info!(issuer = %issuer, %source, "cluster issuer");
-                        *ctx.issuer.write().unwrap_or_else(|p| p.into_inner()) =
-                            Fact::Known(issuer);
-                    }
-                    Err(u) => tracing::warn!(detail = %u.detail, "cluster issuer still unknown"),
-                }
+                .await;
+                *ctx.issuer.write().unwrap_or_else(|p| p.into_inner()) = found;
             }
             health.set_ready(true);
         });

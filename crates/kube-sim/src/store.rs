@@ -454,18 +454,8 @@ impl Store {
                 return Ok(obj);
             }
             let mut marked = obj;
-            inner.rv += 1;
-            let rv = inner.rv;
-            let m = meta_mut(&mut marked);
-            m.insert("deletionTimestamp".into(), json!(now()));
-            m.insert("resourceVersion".into(), json!(rv.to_string()));
-            inner
-                .buckets
-                .entry(storage.clone())
-                .or_default()
-                .insert(key(ns, name), marked.clone());
-            self.record(&mut inner, rv, storage, ChangeType::Modified, &marked);
-            return Ok(marked);
+            meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(now()));
+            return Ok(self.put_modified(&mut inner, &storage, ns, name, marked));
         }
         Ok(self
             .remove(&mut inner, &storage, ns, name, propagation)
@@ -530,24 +520,16 @@ impl Store {
             if propagation == Propagation::Orphan {
                 let Some(obj) = inner
                     .buckets
-                    .get_mut(&storage)
-                    .and_then(|o| o.get_mut(&key(ns, &name)))
+                    .get(&storage)
+                    .and_then(|o| o.get(&key(ns, &name)))
                 else {
                     continue;
                 };
-                if let Some(refs) = obj["metadata"]["ownerReferences"].as_array_mut() {
+                let mut updated = obj.clone();
+                if let Some(refs) = updated["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
                 }
-                let mut updated = obj.clone();
-                inner.rv += 1;
-                let rv = inner.rv;
-                meta_mut(&mut updated).insert("resourceVersion".into(), json!(rv.to_string()));
-                inner
-                    .buckets
-                    .entry(storage.clone())
-                    .or_default()
-                    .insert(key(ns, &name), updated.clone());
-                self.record(inner, rv, storage, ChangeType::Modified, &updated);
+                self.put_modified(inner, &storage, ns, &name, updated);
             } else {
                 let has_fin = inner
                     .buckets
@@ -558,30 +540,42 @@ impl Store {
                     // Finalizers hold a dependent until its controller lets go, as in a real cluster.
                     let Some(obj) = inner
                         .buckets
-                        .get_mut(&storage)
-                        .and_then(|o| o.get_mut(&key(ns, &name)))
+                        .get(&storage)
+                        .and_then(|o| o.get(&key(ns, &name)))
                     else {
                         continue;
                     };
                     if obj["metadata"].get("deletionTimestamp").is_none() {
-                        obj["metadata"]["deletionTimestamp"] = json!(now());
                         let mut updated = obj.clone();
-                        inner.rv += 1;
-                        let rv = inner.rv;
-                        meta_mut(&mut updated)
-                            .insert("resourceVersion".into(), json!(rv.to_string()));
-                        inner
-                            .buckets
-                            .entry(storage.clone())
-                            .or_default()
-                            .insert(key(ns, &name), updated.clone());
-                        self.record(inner, rv, storage, ChangeType::Modified, &updated);
+                        updated["metadata"]["deletionTimestamp"] = json!(now());
+                        self.put_modified(inner, &storage, ns, &name, updated);
                     }
                 } else {
                     self.remove(inner, &storage, ns, &name, Propagation::Background);
                 }
             }
         }
+    }
+
+    /// Stores a changed object under a new resourceVersion and records the change.
+    fn put_modified(
+        &self,
+        inner: &mut Inner,
+        storage: &StorageKey,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+    ) -> Value {
+        inner.rv += 1;
+        let rv = inner.rv;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+        inner
+            .buckets
+            .entry(storage.clone())
+            .or_default()
+            .insert(key(ns, name), obj.clone());
+        self.record(inner, rv, storage.clone(), ChangeType::Modified, &obj);
+        obj
     }
 
     fn record(
