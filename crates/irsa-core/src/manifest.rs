@@ -16,6 +16,8 @@ pub enum ManifestError {
         field: String,
         found: String,
     },
+    #[error("{at}: metadata.annotations must be a map of strings to strings, found {found}; write `key: value` lines, not a list")]
+    AnnotationsNotAMap { at: String, found: String },
     #[error("{at}: metadata.annotations must be a map of strings to strings; annotation {key:?} has {found} (quote it)")]
     AnnotationNotAString {
         at: String,
@@ -80,10 +82,18 @@ fn service_account(
         .ok_or_else(|| ManifestError::MissingName { at: at.to_string() })?;
     let namespace = text("namespace")?.unwrap_or_else(|| default_namespace.to_string());
     let mut annotations = std::collections::BTreeMap::new();
-    if let Some(map) = meta
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object)
-    {
+    let map = match meta.and_then(|m| m.get("annotations")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        // kubectl refuses these; ignoring them would hide the role annotation.
+        Some(other) => {
+            return Err(ManifestError::AnnotationsNotAMap {
+                at: format!("{at} ({namespace}/{name})"),
+                found: other.to_string(),
+            })
+        }
+    };
+    if let Some(map) = map {
         for (key, value) in map {
             let Value::String(v) = value else {
                 return Err(ManifestError::AnnotationNotAString {
@@ -139,6 +149,13 @@ mod tests {
         );
         let number = json!({"kind": "ServiceAccount", "metadata": {"name": "a",
             "annotations": {"eks.amazonaws.com/token-expiration": 86400}}});
+        let list = json!({"kind": "ServiceAccount", "metadata": {"name": "a",
+            "annotations": [{"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/x"}]}});
+        let err = service_accounts(&list, "f").unwrap_err().to_string();
+        assert!(
+            err.contains("must be a map") && err.contains("not a list"),
+            "{err}"
+        );
         let err = service_accounts(&number, "f").unwrap_err().to_string();
         assert!(
             err.contains("eks.amazonaws.com/token-expiration") && err.contains("quote it"),

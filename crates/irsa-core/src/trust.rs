@@ -257,10 +257,21 @@ fn explain_no_allow(
         .filter(|s| is_web_identity_candidate(s))
         .collect();
     if candidates.is_empty() {
+        let found: Vec<String> = policy
+            .statements
+            .iter()
+            .filter(|s| s.effect == Effect::Allow)
+            .map(describe_allow)
+            .collect();
+        let found = if found.is_empty() {
+            "it has no Allow statement".to_string()
+        } else {
+            found.join("; ")
+        };
         return vec![TrustFinding {
             reason: Reason::TrustPolicyNoWebIdentityStatement,
             message: format!(
-                "no Allow statement grants {WEB_IDENTITY_ACTION} to a Federated principal; expected one with \
+                "no Allow statement grants {WEB_IDENTITY_ACTION} to a Federated principal ({found}); expected one with \
                  Principal.Federated {provider:?}"
             ),
         }];
@@ -278,6 +289,23 @@ fn explain_no_allow(
         .iter()
         .flat_map(|s| explain_conditions(s, request))
         .collect()
+}
+
+/// `statement 1 allows ["sts:AssumeRole"] to Service`: what an Allow statement grants, for messages.
+fn describe_allow(st: &Statement) -> String {
+    let actions = match &st.action {
+        ActionSpec::Action(a) => format!("{a:?}"),
+        ActionSpec::NotAction(a) => format!("everything but {a:?}"),
+    };
+    let principals = match &st.principal {
+        Principals::Any => "anyone".to_string(),
+        Principals::Typed(t) => t
+            .iter()
+            .map(|(kind, _)| kind.as_str())
+            .collect::<Vec<_>>()
+            .join(" and "),
+    };
+    format!("{} allows {actions} to {principals}", st.label())
 }
 
 fn provider_mismatch(st: &Statement, expected: &OidcProviderArn) -> TrustFinding {
@@ -591,6 +619,22 @@ mod tests {
         assert!(other.findings[0]
             .message
             .contains("system:serviceaccount:a:c"));
+    }
+
+    #[test]
+    fn no_web_identity_statement_says_what_the_policy_allows() {
+        let p = policy(&format!(
+            r#"[{{"Effect":"Allow","Principal":{{"Federated":"arn:aws:iam::111122223333:oidc-provider/{HP}"}},"Action":"sts:AssumeRole"}}]"#
+        ));
+        let v = evaluate(&p, &request("a", "b"));
+        assert_eq!(reasons(&v), [Reason::TrustPolicyNoWebIdentityStatement]);
+        assert!(
+            v.findings[0]
+                .message
+                .contains(r#"statement 1 allows ["sts:AssumeRole"] to Federated"#),
+            "{}",
+            v.findings[0].message
+        );
     }
 
     #[test]
