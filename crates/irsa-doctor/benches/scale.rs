@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
-use common::{aws_env, bootstrap_cluster, free_port, get};
+use common::{aws_env, bootstrap_cluster, create_provider, free_port, get};
 use futures::{stream, StreamExt};
 use irsa_aws::Clients;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
@@ -218,15 +218,7 @@ async fn main() {
     let sim = KubeSim::start_with(Options::default()).await.unwrap();
     let client = sim.client();
     bootstrap_cluster(&sim).await;
-    let host_path = sim.issuer().trim_start_matches("https://").to_string();
-    admin
-        .iam
-        .create_open_id_connect_provider()
-        .url(sim.issuer())
-        .client_id_list("sts.amazonaws.com")
-        .send()
-        .await
-        .unwrap();
+    let host_path = create_provider(&sim, &admin).await;
     let setup = Instant::now();
     stream::iter(0..size.roles)
         .for_each_concurrent(8, |r| {

@@ -80,14 +80,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     create_check(&client, "good", "s3-reader").await;
     create_check(&client, "bad", "exporter").await;
     let checks = checks_api(&client, "reports");
-    let good = eventually("good to be Ready", Duration::from_secs(30), async || {
-        checks
-            .get("good")
-            .await
-            .ok()
-            .filter(|c| ready_of(c).is_some())
-    })
-    .await;
+    let good = diagnosed(&checks, "good").await;
     eprintln!(
         "IrsaCheck create → condition: {} ms",
         created.elapsed().as_millis()
@@ -119,14 +112,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
             "{t}: {conds:?}"
         );
     }
-    let bad = eventually("bad to be diagnosed", Duration::from_secs(30), async || {
-        checks
-            .get("bad")
-            .await
-            .ok()
-            .filter(|c| ready_of(c).is_some())
-    })
-    .await;
+    let bad = diagnosed(&checks, "bad").await;
     assert_eq!(
         ready_of(&bad),
         Some(("False".into(), "TrustPolicySubjectMismatch".into()))

@@ -299,8 +299,6 @@ impl Store {
         {
             return Err(ApiError::already_exists(&rt.qualified(), &name));
         }
-        inner.rv += 1;
-        let rv = inner.rv;
         let m = meta_mut(&mut obj);
         m.insert("name".into(), json!(name));
         if let (Some(ns), true) = (ns, rt.namespaced) {
@@ -309,19 +307,12 @@ impl Store {
             m.remove("namespace");
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        m.insert("resourceVersion".into(), json!(rv.to_string()));
         m.insert("creationTimestamp".into(), json!(now()));
         m.insert("generation".into(), json!(1));
         m.remove("deletionTimestamp");
         obj["apiVersion"] = json!(rt.api_version());
         obj["kind"] = json!(rt.kind);
-        inner
-            .buckets
-            .entry(storage.clone())
-            .or_default()
-            .insert(key(ns, &name), obj.clone());
-        self.record(&mut inner, rv, storage, ChangeType::Added, &obj);
-        Ok(obj)
+        Ok(self.put(&mut inner, &storage, ns, &name, obj, ChangeType::Added))
     }
 
     /// Replaces an object (or its status). A non-empty `metadata.resourceVersion` in `new` must
@@ -390,8 +381,6 @@ impl Store {
             .and_then(Value::as_i64)
             .unwrap_or(1);
         let bump = part == Part::Main && spec_changed(&old, &merged);
-        inner.rv += 1;
-        let rv = inner.rv;
         let m = meta_mut(&mut merged);
         for k in [
             "uid",
@@ -409,7 +398,6 @@ impl Store {
             "generation".into(),
             json!(if bump { generation + 1 } else { generation }),
         );
-        m.insert("resourceVersion".into(), json!(rv.to_string()));
         merged["apiVersion"] = json!(rt.api_version());
         merged["kind"] = json!(rt.kind);
         if meta(&merged).is_some_and(|m| m.contains_key("deletionTimestamp"))
@@ -418,13 +406,7 @@ impl Store {
             self.remove(&mut inner, &storage, ns, name, Propagation::Background);
             return Ok(merged);
         }
-        inner
-            .buckets
-            .entry(storage.clone())
-            .or_default()
-            .insert(key(ns, name), merged.clone());
-        self.record(&mut inner, rv, storage, ChangeType::Modified, &merged);
-        Ok(merged)
+        Ok(self.put(&mut inner, &storage, ns, name, merged, ChangeType::Modified))
     }
 
     /// Deletes an object: with finalizers it only gains a deletionTimestamp; without, it goes,
@@ -564,7 +546,20 @@ impl Store {
         storage: &StorageKey,
         ns: Option<&str>,
         name: &str,
+        obj: Value,
+    ) -> Value {
+        self.put(inner, storage, ns, name, obj, ChangeType::Modified)
+    }
+
+    /// Stores an object under a new resourceVersion and records the change.
+    fn put(
+        &self,
+        inner: &mut Inner,
+        storage: &StorageKey,
+        ns: Option<&str>,
+        name: &str,
         mut obj: Value,
+        change: ChangeType,
     ) -> Value {
         inner.rv += 1;
         let rv = inner.rv;
@@ -574,7 +569,7 @@ impl Store {
             .entry(storage.clone())
             .or_default()
             .insert(key(ns, name), obj.clone());
-        self.record(inner, rv, storage.clone(), ChangeType::Modified, &obj);
+        self.record(inner, rv, storage.clone(), change, &obj);
         obj
     }
 

@@ -136,6 +136,22 @@ pub fn checks_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &ar)
 }
 
+/// Waits (30 s at most) until an IrsaCheck has a Ready condition, and returns it.
+pub async fn diagnosed(checks: &Api<DynamicObject>, name: &str) -> DynamicObject {
+    eventually(
+        &format!("{name} to be diagnosed"),
+        Duration::from_secs(30),
+        async || {
+            checks
+                .get(name)
+                .await
+                .ok()
+                .filter(|c| ready_of(c).is_some())
+        },
+    )
+    .await
+}
+
 pub fn ready_of(check: &DynamicObject) -> Option<(String, String)> {
     let conds = check.data["status"]["conditions"].as_array()?;
     let ready = conds.iter().find(|c| c["type"] == "Ready")?;
@@ -167,12 +183,8 @@ pub async fn bootstrap_cluster(sim: &KubeSim) {
         .unwrap();
 }
 
-/// The cluster, the provider for its issuer, three roles, and their ServiceAccounts:
-/// `s3-reader` (healthy), `exporter` (trust policy names `old-exporter`), `legacy` (no check).
-pub async fn setup(sim: &KubeSim, admin: &Clients) {
-    bootstrap_cluster(sim).await;
-    let client = sim.client();
-    let host_path = sim.issuer().trim_start_matches("https://").to_string();
+/// The IAM OIDC provider for the simulated cluster's issuer; returns the issuer's host+path.
+pub async fn create_provider(sim: &KubeSim, admin: &Clients) -> String {
     admin
         .iam
         .create_open_id_connect_provider()
@@ -181,6 +193,15 @@ pub async fn setup(sim: &KubeSim, admin: &Clients) {
         .send()
         .await
         .unwrap();
+    sim.issuer().trim_start_matches("https://").to_string()
+}
+
+/// The cluster, the provider for its issuer, three roles, and their ServiceAccounts:
+/// `s3-reader` (healthy), `exporter` (trust policy names `old-exporter`), `legacy` (no check).
+pub async fn setup(sim: &KubeSim, admin: &Clients) {
+    bootstrap_cluster(sim).await;
+    let client = sim.client();
+    let host_path = create_provider(sim, admin).await;
     for (role, sub_name) in [
         ("s3-reader", "s3-reader"),
         ("exporter", "old-exporter"),
