@@ -6,15 +6,12 @@
 //! under `cargo test` (no `--bench` argument) it runs a small smoke size.
 //! Options: `--service-accounts N`, `--roles R`, `--rate CALLS_PER_SECOND`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::Instant;
 
 use irsa_aws::{AwsFacts, AwsFactsConfig, Clients};
 use irsa_core::{Fact, Issuer, RoleArn};
-use support::Moto;
+use test_support::moto::Moto;
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()

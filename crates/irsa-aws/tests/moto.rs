@@ -1,13 +1,11 @@
 //! irsa-aws against moto, a real AWS wire-protocol emulator, through the real SDK.
 
-mod support;
-
 use std::sync::Arc;
 
 use irsa_aws::{AwsFacts, AwsFactsConfig, Clients};
 use irsa_core::facts::Fact;
 use irsa_core::{diagnose, ConditionType, Facts, Issuer, Reason, RoleArn, ServiceAccount, Status};
-use support::Moto;
+use test_support::moto::Moto;
 
 /// moto's default account.
 const ACCOUNT: &str = "123456789012";

@@ -8,8 +8,7 @@ use irsa_core::{
     Severity,
 };
 
-#[path = "../../../tests/corpus/case.rs"]
-mod case;
+use test_support::corpus as case;
 
 /// Reasons `lint` cannot meet: they need a live cluster or AWS.
 fn needs_live_facts(reason: Reason) -> bool {

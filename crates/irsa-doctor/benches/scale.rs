@@ -8,23 +8,22 @@
 //! `cargo test` (no `--bench` argument) it runs a small smoke size without timing targets.
 //! Options: `--aws-latency-ms N`, `--aws-rate N` (the operator's `--aws-rate`), `--quick`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::moto::Moto;
-use common::{aws_env, bootstrap_cluster, create_provider, free_port, get};
 use futures::{stream, StreamExt};
 use irsa_aws::Clients;
+use irsa_doctor::api::{IrsaCheck, IrsaCheckSpec, ProbeSpec};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube_sim::{KubeSim, Options};
 use serde_json::{json, Value};
+use test_support::moto::Moto;
+use test_support::net::{free_port, get};
+use test_support::operator::{aws_env, bootstrap_cluster, checks_api, create_provider};
 
 const ACCOUNT: &str = "123456789012";
 
@@ -280,10 +279,18 @@ async fn main() {
         .await;
     for c in 0..size.checks {
         let (ns, sa) = sa_name(c);
-        let check: kube::core::DynamicObject = serde_json::from_value(json!({"apiVersion": "irsa-doctor.io/v1alpha1", "kind": "IrsaCheck",
-            "metadata": {"name": format!("check-{c}"), "namespace": ns}, "spec": {"serviceAccountName": sa, "probe": {"enabled": false}}}))
-        .unwrap();
-        common::checks_api(&client, &ns)
+        let spec = IrsaCheckSpec {
+            service_account_name: sa,
+            interval: "1h".into(),
+            expected_role_arn: None,
+            permissions: Vec::new(),
+            probe: ProbeSpec {
+                enabled: false,
+                ..ProbeSpec::default()
+            },
+        };
+        let check = IrsaCheck::new(&format!("check-{c}"), spec);
+        checks_api(&client, &ns)
             .create(&PostParams::default(), &check)
             .await
             .unwrap();

@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::cli::args::LogFormat;
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat) {

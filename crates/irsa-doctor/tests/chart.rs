@@ -2,15 +2,13 @@
 //! `make tools` installs it), its RBAC against the API calls the code makes, its CRD against the
 //! generated one, and the operator's IAM policy against the AWS actions the code calls.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::OPERATOR_RBAC;
 use serde::Deserialize;
 use serde_json::Value;
+use test_support::operator::OPERATOR_RBAC;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

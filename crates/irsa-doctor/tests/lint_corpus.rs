@@ -5,8 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[path = "../../../tests/corpus/case.rs"]
-mod case;
+use test_support::corpus as case;
 
 #[test]
 fn lint_binary_reports_each_corpus_case_exactly() {

@@ -63,6 +63,18 @@ fn kubectl_shows(sim: &KubeSim) {
     );
 }
 
+/// The Ready condition of a diagnosed check.
+fn ready_condition(
+    check: &irsa_doctor::api::IrsaCheck,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    check
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .cloned()
+        .expect("a Ready condition")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     let sim = KubeSim::start().await.unwrap();
@@ -89,15 +101,13 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
         ready_of(&good),
         Some(("True".into(), "AllChecksPassed".into()))
     );
+    let status = good.status.clone().unwrap();
+    assert_eq!(status.observed_generation, good.metadata.generation);
     assert_eq!(
-        good.data["status"]["observedGeneration"],
-        json!(good.metadata.generation)
+        status.role_arn,
+        Some(format!("arn:aws:iam::{ACCOUNT}:role/s3-reader"))
     );
-    assert_eq!(
-        good.data["status"]["roleArn"],
-        format!("arn:aws:iam::{ACCOUNT}:role/s3-reader")
-    );
-    let conds = good.data["status"]["conditions"].as_array().unwrap();
+    let conds = &status.conditions;
     for t in [
         "ServiceAccountValid",
         "OIDCProviderValid",
@@ -106,9 +116,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
         "Ready",
     ] {
         assert!(
-            conds
-                .iter()
-                .any(|c| c["type"] == t && c["status"] == "True"),
+            conds.iter().any(|c| c.type_ == t && c.status == "True"),
             "{t}: {conds:?}"
         );
     }
@@ -117,13 +125,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
         ready_of(&bad),
         Some(("False".into(), "TrustPolicySubjectMismatch".into()))
     );
-    let transition_time = bad.data["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()["lastTransitionTime"]
-        .clone();
+    let transition_time = ready_condition(&bad).last_transition_time;
 
     // Events: on the ServiceAccount (kubectl describe) and on the check; and the swept SA without a check.
     let sa_events = eventually(
@@ -209,13 +211,42 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
         aws_calls.join("\n")
     );
 
-    // Many reconciles of an unchanged verdict: no new Events, same lastTransitionTime.
+    // A label change is no reason to diagnose again: the check does not re-run.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "reports");
+    let last_run = checks
+        .get("bad")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .last_run_time;
+    sas.patch(
+        "exporter",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touch": "label"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        checks
+            .get("bad")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .last_run_time,
+        last_run,
+        "a label change re-ran the check"
+    );
+
+    // Many reconciles of an unchanged verdict (annotation changes re-run the check): no new
+    // Events, same lastTransitionTime.
     for i in 0..5 {
         sas.patch(
             "exporter",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"touch": i.to_string()}}})),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": i.to_string()}}})),
         )
         .await
         .unwrap();
@@ -226,14 +257,12 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].count.unwrap_or(1), 1, "no repeated event");
     let bad = checks.get("bad").await.unwrap();
-    let ready = bad.data["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
-    assert_eq!(ready["lastTransitionTime"], transition_time);
+    assert_ne!(
+        bad.status.as_ref().unwrap().last_run_time,
+        last_run,
+        "annotation changes re-run the check"
+    );
+    assert_eq!(ready_condition(&bad).last_transition_time, transition_time);
 
     // Fix the trust policy: the check recovers with a Normal Event.
     let host_path = sim.issuer().trim_start_matches("https://").to_string();
@@ -250,7 +279,7 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
     sas.patch(
         "exporter",
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"touch": "fixed"}}})),
+        &Patch::Merge(json!({"metadata": {"annotations": {"touch": "fixed"}}})),
     )
     .await
     .unwrap();

@@ -82,16 +82,12 @@ async fn condition(
     type_: &str,
 ) -> Option<(String, String, String)> {
     let c = checks_api(client, "reports").get(check).await.ok()?;
-    let cond = c.data["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)?
-        .clone();
-    Some((
-        cond["status"].as_str()?.into(),
-        cond["reason"].as_str()?.into(),
-        cond["message"].as_str()?.into(),
-    ))
+    let cond = c
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((cond.status, cond.reason, cond.message))
 }
 
 async fn wait_condition(
@@ -112,7 +108,7 @@ async fn wait_condition(
     let status = checks_api(client, "reports")
         .get(check)
         .await
-        .map(|c| c.data["status"].clone());
+        .map(|c| c.status);
     panic!("{check} never got {type_}={reason}: {status:#?}");
 }
 
@@ -152,8 +148,10 @@ async fn probe_verdicts_and_workload_audit() {
         "{message}"
     );
     let good = checks_api(&client, "reports").get("good").await.unwrap();
-    assert!(good.data["status"]["assumedArn"]
-        .as_str()
+    assert!(good
+        .status
+        .as_ref()
+        .and_then(|s| s.assumed_arn.as_deref())
         .unwrap()
         .contains(":assumed-role/s3-reader/"));
     assert_eq!(

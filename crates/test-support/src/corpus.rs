@@ -1,5 +1,4 @@
-//! The corpus case format, shared by the library's and the binary's corpus tests
-//! (each includes this file with `#[path]`).
+//! The corpus case format (`tests/corpus/*.yaml`), shared by the library's and the binary's corpus tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use super::error::Error;
+use super::metrics::Metrics;
 
 /// Readiness: caches synced and the issuer known.
 #[derive(Debug, Default)]
@@ -51,22 +52,30 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Binds the endpoints' address (at start-up, so a taken port fails fast).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Http { addr, source })
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until dropped.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(|source| Error::Http {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
     let app = axum::Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(Shared { metrics, health });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+        .await
+        .map_err(|source| Error::Http { addr, source })
 }

@@ -1,117 +1,28 @@
-//! The probe pod: AWS's documented test — the aws-cli image under the checked ServiceAccount
-//! running `aws sts get-caller-identity` — run for real, then deleted. Image and command come
-//! from the operator's configuration only, never from the custom resource.
+//! The probe: a pod that assumes the role for real, run, observed and deleted. Image and
+//! command come from the operator's configuration only, never from the custom resource.
+
+mod pod;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use irsa_core::probe::{Injection, ProbeObservation, ProbeResult};
+use irsa_core::probe::{ProbeObservation, ProbeResult};
 use irsa_core::{Fact, Reason, Unavailable};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::wait::await_condition;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use kube::ResourceExt;
 use tokio::sync::Semaphore;
 
-use crate::crd::IrsaCheck;
+pub use pod::{injection, pod_name, probe_pod, ProbeConfig, CONTAINER};
 
-/// Label on every probe pod, for the orphan sweep.
-pub const PROBE_LABEL: &str = "irsa-doctor.io/probe";
-/// Label naming the IrsaCheck (by uid: names can exceed label limits).
-pub const CHECK_LABEL: &str = "irsa-doctor.io/check-uid";
-const CONTAINER: &str = "probe";
-const CACHE_DIR: &str = "/home/probe";
+use super::watch_namespace::WatchNamespace;
+use crate::api::{IrsaCheck, PROBE_LABEL};
 
-/// The probe's image and command (operator configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeConfig {
-    /// Image, pinned.
-    pub image: String,
-    /// Command, e.g. `aws sts get-caller-identity --output json`.
-    pub command: Vec<String>,
-    /// At most this many probe pods at once, cluster-wide.
-    pub max_concurrent: usize,
-}
-
-/// The probe pod's name: derived from the check, one at a time per check.
-pub fn pod_name(check: &str) -> String {
-    let suffix = "-irsa-probe";
-    let mut name: String = check.chars().take(253 - suffix.len()).collect();
-    name = name.trim_end_matches(['-', '.']).to_string();
-    name.push_str(suffix);
-    name
-}
-
-/// The probe pod spec, "restricted" Pod Security Standard, owned by its IrsaCheck.
-pub fn probe_pod(check: &IrsaCheck, config: &ProbeConfig, timeout: Duration) -> Pod {
-    let name = check.name_any();
-    let owner = check
-        .controller_owner_ref(&())
-        .map(|o| serde_json::to_value(o).unwrap_or_default());
-    let pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name(&name),
-            "labels": {
-                PROBE_LABEL: "true",
-                CHECK_LABEL: check.uid().unwrap_or_default(),
-                "app.kubernetes.io/managed-by": "irsa-doctor",
-            },
-            "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
-        },
-        "spec": {
-            "serviceAccountName": check.spec.service_account_name,
-            "restartPolicy": "Never",
-            "activeDeadlineSeconds": timeout.as_secs().max(1),
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65532,
-                "runAsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [{
-                "name": CONTAINER,
-                "image": config.image,
-                "command": config.command,
-                // The CLI caches under $HOME; the root filesystem is read-only.
-                "env": [{"name": "HOME", "value": CACHE_DIR}],
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "readOnlyRootFilesystem": true,
-                    "runAsNonRoot": true,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "resources": {
-                    "requests": {"cpu": "50m", "memory": "64Mi"},
-                    "limits": {"cpu": "200m", "memory": "128Mi"},
-                },
-                "volumeMounts": [{"name": "aws-cli-cache", "mountPath": CACHE_DIR}],
-            }],
-            "volumes": [{"name": "aws-cli-cache", "emptyDir": {"sizeLimit": "16Mi"}}],
-        }
-    });
-    serde_json::from_value(pod).expect("the probe pod is a valid Pod")
-}
-
-/// What the webhook injected, read from the pod as admitted.
-pub fn injection(pod: &Pod) -> Injection {
-    let spec = pod.spec.as_ref();
-    let container = spec.and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER));
-    let env = container.and_then(|c| c.env.as_ref());
-    let var = |name: &str| env.and_then(|e| e.iter().find(|v| v.name == name));
-    Injection {
-        role_arn: var("AWS_ROLE_ARN").map(|v| v.value.clone().unwrap_or_default()),
-        token_file: var("AWS_WEB_IDENTITY_TOKEN_FILE").is_some(),
-        token_volume: spec
-            .and_then(|s| s.volumes.as_ref())
-            .is_some_and(|v| v.iter().any(|v| v.name == "aws-iam-token")),
-    }
-}
+/// How long the answer to "is a pod identity webhook registered?" is reused.
+const WEBHOOK_TTL: Duration = Duration::from_secs(60);
 
 /// Runs probes within a global bound and remembers which pods are in flight.
 pub struct Prober {
@@ -119,6 +30,7 @@ pub struct Prober {
     config: ProbeConfig,
     permits: Semaphore,
     in_flight: Mutex<HashSet<(String, String)>>,
+    webhook: Mutex<Option<(Instant, Option<bool>)>>,
 }
 
 fn not_run(what: &str, e: impl std::fmt::Display) -> Fact<ProbeObservation> {
@@ -160,6 +72,7 @@ impl Prober {
             permits: Semaphore::new(config.max_concurrent.max(1)),
             config,
             in_flight: Mutex::new(HashSet::new()),
+            webhook: Mutex::new(None),
         }
     }
 
@@ -257,8 +170,23 @@ impl Prober {
         })
     }
 
-    /// Whether a pod identity webhook is registered (EKS names it `pod-identity-webhook`).
+    /// Whether a pod identity webhook is registered, reused for [`WEBHOOK_TTL`].
     async fn webhook_configured(&self) -> Option<bool> {
+        let cached = *self.webhook.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, answer)) = cached.filter(|(at, _)| at.elapsed() < WEBHOOK_TTL) {
+            return answer;
+        }
+        let answer = self.list_webhooks().await;
+        // Only a real answer is kept: an API error is asked again next time.
+        if answer.is_some() {
+            *self.webhook.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), answer));
+        }
+        answer
+    }
+
+    /// Lists webhook configurations for a pod identity webhook (EKS names it `pod-identity-webhook`).
+    async fn list_webhooks(&self) -> Option<bool> {
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let list = api.list(&ListParams::default()).await.ok()?;
         Some(list.items.iter().any(|c| {
@@ -292,15 +220,21 @@ impl Prober {
         );
     }
 
+    /// Deletes every probe pod still in flight (at shutdown: their runs are abandoned).
+    pub async fn delete_in_flight(&self) {
+        let pods: Vec<(String, String)> = self.in_flight().iter().cloned().collect();
+        for (namespace, name) in pods {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+            self.delete(&api, &name).await;
+        }
+    }
+
     /// Removes probe pods that no running probe owns (left by a crash or a failed delete).
     /// Returns how many it deleted.
-    pub async fn sweep_orphans(&self, namespaces: &[Option<String>]) -> usize {
+    pub async fn sweep_orphans(&self, namespaces: &[WatchNamespace]) -> usize {
         let mut deleted = 0;
         for ns in namespaces {
-            let api: Api<Pod> = match ns {
-                Some(n) => Api::namespaced(self.client.clone(), n),
-                None => Api::all(self.client.clone()),
-            };
+            let api: Api<Pod> = ns.api(&self.client);
             let Ok(pods) = api
                 .list_metadata(&ListParams::default().labels(&format!("{PROBE_LABEL}=true")))
                 .await
@@ -324,7 +258,9 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::IrsaCheckSpec;
+    use crate::api::IrsaCheckSpec;
+    use kube::api::ListParams;
+    use serde_json::json;
 
     fn check() -> IrsaCheck {
         let mut c = IrsaCheck::new(
@@ -343,52 +279,6 @@ mod tests {
             command: vec!["aws".into(), "sts".into(), "get-caller-identity".into()],
             max_concurrent: 2,
         }
-    }
-
-    #[test]
-    fn probe_pod_follows_the_restricted_profile() {
-        let pod = probe_pod(&check(), &config(), Duration::from_secs(120));
-        let meta = &pod.metadata;
-        assert_eq!(meta.name.as_deref(), Some("s3-reader-irsa-probe"));
-        assert_eq!(meta.labels.as_ref().unwrap()[PROBE_LABEL], "true");
-        let owner = &meta.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
-            ("IrsaCheck", "s3-reader", Some(true))
-        );
-        let spec = pod.spec.unwrap();
-        assert_eq!(spec.service_account_name.as_deref(), Some("s3-reader"));
-        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(spec.active_deadline_seconds, Some(120));
-        assert_eq!(
-            spec.automount_service_account_token, None,
-            "left as the ServiceAccount has it"
-        );
-        let psc = spec.security_context.unwrap();
-        assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
-        let c = &spec.containers[0];
-        assert_eq!(c.image.as_deref(), Some("amazon/aws-cli:2.22.35"));
-        assert_eq!(c.command.as_ref().unwrap()[2], "get-caller-identity");
-        let sc = c.security_context.as_ref().unwrap();
-        assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(
-            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
-            &["ALL".to_string()]
-        );
-        let resources = c.resources.as_ref().unwrap();
-        assert!(resources.requests.as_ref().unwrap().contains_key("memory"));
-        assert!(resources.limits.as_ref().unwrap().contains_key("cpu"));
-        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CACHE_DIR);
-        assert!(spec.volumes.unwrap()[0].empty_dir.is_some());
-    }
-
-    #[test]
-    fn pod_names_stay_valid() {
-        assert_eq!(pod_name("x"), "x-irsa-probe");
-        let long = "a".repeat(300);
-        assert!(pod_name(&long).len() <= 253);
     }
 
     /// 200 probe runs while the API server fails creates, deletes, log reads and watches now
@@ -445,7 +335,7 @@ mod tests {
             *outcomes.entry(outcome).or_insert(0) += 1;
             assert!(probe_pods().await <= 1, "run {i}: more than one probe pod");
         }
-        prober.sweep_orphans(&[None]).await;
+        prober.sweep_orphans(&[WatchNamespace::All]).await;
         assert_eq!(probe_pods().await, 0, "outcomes: {outcomes:?}");
         assert!(outcomes.len() >= 2, "faults were injected: {outcomes:?}");
     }

@@ -5,12 +5,58 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use irsa_aws::AwsFacts;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use irsa_core::Reason;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+use super::verdicts::VerdictClass;
+
+/// What a diagnosis was for.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Kind {
+    /// An IrsaCheck's reconcile.
+    IrsaCheck,
+    /// A ServiceAccount without an IrsaCheck (the sweep, or a change).
+    ServiceAccount,
+}
+
+impl Kind {
+    /// `irsacheck` or `serviceaccount`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::IrsaCheck => "irsacheck",
+            Kind::ServiceAccount => "serviceaccount",
+        }
+    }
+}
+
+impl EncodeLabelValue for Kind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for VerdictClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// A catalogue reason as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct ReasonLabel(pub Reason);
+
+impl EncodeLabelValue for ReasonLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.0.as_str())
+    }
+}
 
 /// Labels of the per-IrsaCheck ready gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,23 +66,23 @@ pub struct CheckLabels {
     /// Its name.
     pub name: String,
     /// Its Ready reason.
-    pub reason: String,
+    pub reason: ReasonLabel,
 }
 
 /// Labels of the ServiceAccount verdict counts.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabels {
     /// `ok`, `error`, `unknown`.
-    pub verdict: String,
+    pub verdict: VerdictClass,
     /// The Ready reason.
-    pub reason: String,
+    pub reason: ReasonLabel,
 }
 
 /// Labels of reconcile metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     /// `irsacheck` or `serviceaccount`.
-    pub kind: String,
+    pub kind: Kind,
 }
 
 /// Every metric the operator exposes.
@@ -53,12 +99,6 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
-    }
-}
-
-fn kind(kind: &str) -> KindLabels {
-    KindLabels {
-        kind: kind.to_string(),
     }
 }
 
@@ -112,11 +152,11 @@ impl Metrics {
     }
 
     /// Sets the ready gauge of one IrsaCheck, dropping its series for a previous reason.
-    pub fn set_check(&self, namespace: &str, name: &str, ready: bool, reason: &str) {
+    pub fn set_check(&self, namespace: &str, name: &str, ready: bool, reason: Reason) {
         let labels = CheckLabels {
             namespace: namespace.into(),
             name: name.into(),
-            reason: reason.into(),
+            reason: ReasonLabel(reason),
         };
         let mut reasons = self.check_reasons.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = reasons.insert((namespace.into(), name.into()), labels.clone()) {
@@ -142,29 +182,35 @@ impl Metrics {
     }
 
     /// Replaces the verdict counts with those of a finished sweep.
-    pub fn set_service_accounts(&self, counts: &std::collections::BTreeMap<(String, String), i64>) {
+    pub fn set_service_accounts(
+        &self,
+        counts: &std::collections::BTreeMap<(VerdictClass, Reason), i64>,
+    ) {
         self.service_accounts.clear();
         for ((verdict, reason), n) in counts {
             self.service_accounts
                 .get_or_create(&VerdictLabels {
-                    verdict: verdict.clone(),
-                    reason: reason.clone(),
+                    verdict: *verdict,
+                    reason: ReasonLabel(*reason),
                 })
                 .set(*n);
         }
     }
 
     /// Counts one diagnosis of `kind` and its duration.
-    pub fn reconciled(&self, kind_name: &str, took: Duration) {
-        self.reconciles.get_or_create(&kind(kind_name)).inc();
+    pub fn reconciled(&self, kind: Kind, took: Duration) {
+        let labels = KindLabels { kind };
+        self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
-            .get_or_create(&kind(kind_name))
+            .get_or_create(&labels)
             .observe(took.as_secs_f64());
     }
 
     /// Counts one failed diagnosis of `kind`.
-    pub fn failed(&self, kind_name: &str) {
-        self.reconcile_errors.get_or_create(&kind(kind_name)).inc();
+    pub fn failed(&self, kind: Kind) {
+        self.reconcile_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// The exposition text.

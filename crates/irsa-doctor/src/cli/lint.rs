@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use irsa_core::{diagnose, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
 
-use crate::inputs::{read_service_accounts, Roles};
-use crate::output::{self, Format};
+use super::inputs::{read_service_accounts, Roles};
+use super::output::{self, Format};
 
 /// Arguments of `irsa-doctor lint`.
 #[derive(Debug, Args)]

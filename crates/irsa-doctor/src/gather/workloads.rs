@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
-use crate::probe::PROBE_LABEL;
+use crate::api::PROBE_LABEL;
 
 /// Pods that can still run: pending or running.
 const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";

@@ -6,7 +6,10 @@ use irsa_core::facts::PermissionRequest;
 use irsa_core::{Fact, Facts, Issuer, RoleArn, ServiceAccount};
 use kube::core::ObjectMeta;
 
-use crate::crd::IrsaCheckSpec;
+use crate::api::IrsaCheckSpec;
+
+pub mod issuer;
+pub mod workloads;
 
 /// The parts of a ServiceAccount's metadata the diagnosis reads.
 pub fn service_account(meta: &ObjectMeta) -> ServiceAccount {

@@ -141,8 +141,8 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The probe configuration.
-    pub fn probe(&self) -> crate::probe::ProbeConfig {
-        crate::probe::ProbeConfig {
+    pub fn probe(&self) -> crate::operator::probe::ProbeConfig {
+        crate::operator::probe::ProbeConfig {
             image: self.probe_image.clone(),
             command: self
                 .probe_command

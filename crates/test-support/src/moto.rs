@@ -1,5 +1,5 @@
-//! Test support: a moto server of the test's own on a free loopback port, stopped on drop, and
-//! SDK configuration pointed at it with static test credentials.
+//! A moto server of the test's own on a free loopback port, stopped on drop, and SDK
+//! configuration pointed at it with static test credentials.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -10,10 +10,9 @@ use irsa_core::{diagnose, Fact, Report};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 
-use crate::config::{AwsArgs, IssuerArgs};
-use crate::gather::{self, gather};
-use crate::issuer;
-use crate::output::{self, Format};
+use super::args::{AwsArgs, IssuerArgs};
+use super::output::{self, Format};
+use crate::gather::{self, gather, issuer};
 
 /// Arguments of `irsa-doctor check`.
 #[derive(Debug, Args)]
@@ -37,7 +36,7 @@ pub struct CheckArgs {
 
 /// Runs the diagnosis and prints it; exit 1 with error findings.
 pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::kube_client::client().await?;
+    let client = crate::client::client().await?;
     let aws = AwsFacts::from_env(&args.aws.config()).await;
     let issuer = issuer::discover_fact(
         args.issuer.issuer.as_deref(),

@@ -1,0 +1,89 @@
+//! ServiceAccount changes, as the metadata watch reports them: an annotation change re-runs
+//! the IrsaChecks that name the ServiceAccount, or its own diagnosis when none does; a
+//! deletion forgets its verdict. Runs beside the sweep, with its own concurrency bound.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::core::DynamicObject;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::context::Context;
+use super::index::AnnotationFilter;
+use super::reconcile::resource;
+use super::service_accounts::SaMeta;
+use super::sweep::diagnose_service_account;
+use crate::gather;
+
+/// Handles the watch's events until the stream ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    events: impl Stream<Item = Result<watcher::Event<SaMeta>, watcher::Error>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    concurrency: usize,
+) {
+    let mut events = std::pin::pin!(events);
+    let mut filter = AnnotationFilter::default();
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let ar = resource();
+    // Diagnoses in flight; dropped (and so aborted) with this task.
+    let mut diagnoses = JoinSet::new();
+    while let Some(event) = events.next().await {
+        while diagnoses.try_join_next().is_some() {}
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "ServiceAccount watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init | watcher::Event::InitDone => {}
+            // The initial list is diagnosed by the sweep; only remember what it looked like.
+            watcher::Event::InitApply(sa) => {
+                let key = (
+                    sa.metadata.namespace.clone().unwrap_or_default(),
+                    sa.metadata.name.clone().unwrap_or_default(),
+                );
+                filter.changed(key, sa.metadata.annotations.as_ref());
+            }
+            watcher::Event::Delete(sa) => {
+                let key = (
+                    sa.metadata.namespace.clone().unwrap_or_default(),
+                    sa.metadata.name.clone().unwrap_or_default(),
+                );
+                ctx.verdicts().forget(&key.0, &key.1);
+                filter.forget(&key);
+            }
+            watcher::Event::Apply(meta) => {
+                let sa = gather::service_account(&meta.metadata);
+                let key = (sa.namespace.clone(), sa.name.clone());
+                if !filter.changed(key, meta.metadata.annotations.as_ref()) {
+                    continue;
+                }
+                let checks = ctx.checks().naming(&sa.namespace, &sa.name);
+                for check in &checks {
+                    let _ =
+                        trigger.send(ObjectRef::new_with(check, ar.clone()).within(&sa.namespace));
+                }
+                if checks.is_empty()
+                    && sa.wants_irsa()
+                    && meta.metadata.deletion_timestamp.is_none()
+                {
+                    // Bounded parallelism; waiting for a permit holds the watch back, not the sweep.
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let ctx = ctx.clone();
+                    diagnoses.spawn(async move {
+                        diagnose_service_account(&ctx, sa, None).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! An IrsaCheck's status: built from a report (pure, takes `now`) and written by server-side
+//! apply through the status subresource.
+
+use irsa_core::{ConditionType, Reason, Report, Severity, Status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::Resource;
+use serde_json::json;
+
+use super::events::Verdict;
+use super::text::truncate;
+use super::FIELD_MANAGER;
+use crate::api::{IrsaCheck, IrsaCheckStatus, StatusFinding};
+
+/// Condition messages are bounded so one verbose finding cannot bloat the object.
+const MESSAGE_MAX_BYTES: usize = 4096;
+/// Each listed finding's message is bounded likewise.
+const FINDING_MAX_BYTES: usize = 1024;
+
+/// Conditions for `report`; `lastTransitionTime` is kept from `previous` unless the status flipped.
+pub fn conditions(
+    report: &Report,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    report
+        .conditions
+        .iter()
+        .map(|v| {
+            let status = v.status.as_str().to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|p| p.type_ == v.type_.as_str() && p.status == status)
+                .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
+            Condition {
+                type_: v.type_.as_str().to_string(),
+                status,
+                reason: v.reason.as_str().to_string(),
+                message: truncate(&v.message, MESSAGE_MAX_BYTES),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// The findings worth listing on the object (warnings and worse).
+pub fn findings(report: &Report) -> Vec<StatusFinding> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .map(|f| StatusFinding {
+            reason: f.reason.as_str().to_string(),
+            severity: f.severity.as_str().to_string(),
+            message: truncate(&f.message, FINDING_MAX_BYTES),
+        })
+        .collect()
+}
+
+/// The whole status for `report`, given the status the object had.
+pub fn build(
+    report: &Report,
+    previous: &IrsaCheckStatus,
+    generation: Option<i64>,
+    now: &Time,
+) -> IrsaCheckStatus {
+    IrsaCheckStatus {
+        observed_generation: generation,
+        role_arn: report.role_arn.clone(),
+        assumed_arn: report.assumed_arn.clone(),
+        last_run_time: Some(now.0.to_string()),
+        conditions: conditions(report, &previous.conditions, generation, now),
+        findings: findings(report),
+    }
+}
+
+/// The Ready verdict a status records, if it records one this version understands.
+pub fn ready_verdict(status: &IrsaCheckStatus) -> Option<Verdict> {
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Ready.as_str())?;
+    let status = match ready.status.as_str() {
+        "True" => Status::True,
+        "False" => Status::False,
+        "Unknown" => Status::Unknown,
+        _ => return None,
+    };
+    Some(Verdict {
+        status,
+        reason: Reason::from_name(&ready.reason)?,
+    })
+}
+
+/// Writes `status` by server-side apply, owning exactly the fields it sets.
+pub async fn apply(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &IrsaCheckStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<IrsaCheck> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": IrsaCheck::api_version(&()),
+        "kind": IrsaCheck::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use irsa_core::ConditionVerdict;
+
+    fn report(status: Status, reason: Reason) -> Report {
+        Report {
+            service_account: "a/b".into(),
+            role_arn: None,
+            assumed_arn: None,
+            findings: Vec::new(),
+            conditions: vec![ConditionVerdict {
+                type_: ConditionType::Ready,
+                status,
+                reason,
+                message: "m".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn last_transition_time_changes_only_on_a_flip() {
+        let t0 = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let t1 = Time(jiff::Timestamp::from_second(2_000).unwrap());
+        let ok = report(Status::True, Reason::AllChecksPassed);
+        let first = conditions(&ok, &[], Some(1), &t0);
+        let same = conditions(&ok, &first, Some(2), &t1);
+        assert_eq!(same[0].last_transition_time, t0);
+        assert_eq!(same[0].observed_generation, Some(2));
+        let bad = report(Status::False, Reason::RoleNotFound);
+        let flipped = conditions(&bad, &same, Some(2), &t1);
+        assert_eq!(flipped[0].last_transition_time, t1);
+    }
+
+    #[test]
+    fn the_recorded_ready_verdict_is_read_back_typed() {
+        let t0 = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let status = build(
+            &report(Status::False, Reason::RoleNotFound),
+            &IrsaCheckStatus::default(),
+            Some(3),
+            &t0,
+        );
+        assert_eq!(
+            ready_verdict(&status),
+            Some(Verdict {
+                status: Status::False,
+                reason: Reason::RoleNotFound
+            })
+        );
+        let mut foreign = status.clone();
+        foreign.conditions[0].reason = "SomethingOlder".into();
+        assert_eq!(
+            ready_verdict(&foreign),
+            None,
+            "an unknown reason is no memory"
+        );
+        assert_eq!(ready_verdict(&IrsaCheckStatus::default()), None);
+    }
+}

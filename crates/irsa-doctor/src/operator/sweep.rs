@@ -1,0 +1,126 @@
+//! The sweep: every ServiceAccount that asks for IRSA and that no IrsaCheck names gets the
+//! diagnosis once the caches have listed, then every interval, with Events on its verdict's
+//! transitions. It runs beside the ServiceAccount watch, so changes are handled while it runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use irsa_core::workloads::PodFacts;
+use irsa_core::{diagnose, Fact, ServiceAccount};
+
+use super::context::Context;
+use super::metrics::Kind;
+use super::stopwatch::Stopwatch;
+use super::sync::Synced;
+use super::watch_namespace::WatchNamespace;
+use crate::gather::{gather, workloads};
+
+/// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
+/// flipped. `pods`: its live pods when already listed, else they are listed here.
+pub async fn diagnose_service_account(
+    ctx: &Context,
+    sa: ServiceAccount,
+    pods: Option<Fact<Vec<PodFacts>>>,
+) {
+    let timer = Stopwatch::start();
+    let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
+    let mut facts = gather(
+        ctx.aws(),
+        &ctx.issuer(),
+        &namespace,
+        &name,
+        Fact::Known(Some(sa)),
+        None,
+    )
+    .await;
+    facts.workloads = Some(match pods {
+        Some(p) => p,
+        None => workloads::pods_of(ctx.client(), &namespace, &name).await,
+    });
+    let report = diagnose(&facts);
+    ctx.record_service_account(&namespace, &name, report.ready())
+        .await;
+    ctx.metrics()
+        .reconciled(Kind::ServiceAccount, timer.elapsed());
+}
+
+/// Diagnoses every swept ServiceAccount and publishes the verdict counts.
+pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concurrency: usize) {
+    let timer = Stopwatch::start();
+    let orphans = ctx.prober().sweep_orphans(namespaces).await;
+    if orphans > 0 {
+        tracing::info!(orphans, "removed orphaned probe pods");
+    }
+    let wanting = ctx.service_accounts().wanting_irsa();
+    // Counts and Event memory cover every IRSA ServiceAccount, those an IrsaCheck diagnoses too.
+    let live: HashSet<(String, String)> = wanting
+        .iter()
+        .map(|sa| (sa.namespace.clone(), sa.name.clone()))
+        .collect();
+    // Those an IrsaCheck names report through their check.
+    let swept: Vec<ServiceAccount> = wanting
+        .into_iter()
+        .filter(|sa| !ctx.checks().is_named(&sa.namespace, &sa.name))
+        .collect();
+    let total = swept.len();
+    let mut by_namespace: BTreeMap<String, Vec<ServiceAccount>> = BTreeMap::new();
+    for sa in swept {
+        by_namespace
+            .entry(sa.namespace.clone())
+            .or_default()
+            .push(sa);
+    }
+    // One namespace at a time: one paginated pod list for its ServiceAccounts, then their
+    // diagnoses; memory holds one namespace's pods, never the cluster's.
+    for (namespace, accounts) in by_namespace {
+        let names: HashSet<String> = accounts.iter().map(|sa| sa.name.clone()).collect();
+        let listed = workloads::pods_by_service_account(ctx.client(), Some(&namespace), |_, s| {
+            names.contains(s)
+        })
+        .await;
+        let (mut pods, failed) = match listed {
+            Ok(pods) => (pods, None),
+            Err(u) => (HashMap::new(), Some(u)),
+        };
+        futures::stream::iter(accounts)
+            .map(|sa| {
+                let facts = match &failed {
+                    Some(u) => Fact::Unavailable(u.clone()),
+                    None => Fact::Known(
+                        pods.remove(&(sa.namespace.clone(), sa.name.clone()))
+                            .unwrap_or_default(),
+                    ),
+                };
+                diagnose_service_account(ctx, sa, Some(facts))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
+    ctx.verdicts().retain(&live);
+    ctx.metrics().set_service_accounts(&ctx.verdicts().counts());
+    ctx.metrics().retain_checks(&ctx.checks().checks());
+    tracing::info!(
+        service_accounts = total,
+        took_ms = timer.ms(),
+        "sweep finished"
+    );
+}
+
+/// Sweeps once every ServiceAccount cache has listed, then every `interval`, until dropped.
+pub async fn run(
+    ctx: Arc<Context>,
+    synced: Synced,
+    namespaces: Vec<WatchNamespace>,
+    interval: Duration,
+    concurrency: usize,
+) {
+    // IrsaChecks too: those they name are not swept.
+    synced.done().await;
+    loop {
+        full_sweep(&ctx, &namespaces, concurrency).await;
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,169 @@
+//! The watches, one set per watched namespace: ServiceAccounts (metadata only, stripped) and
+//! IrsaChecks (as dynamic objects), the caches and indexes they feed, and the tasks that
+//! consume them — the controller, the change handler and the sweep.
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::{future, StreamExt};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::core::DynamicObject;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::context::Context;
+use super::error::Error;
+use super::index::CheckIndex;
+use super::reconcile::{error_policy, reconcile, resource};
+use super::service_accounts::{strip, SaMeta, ServiceAccounts};
+use super::sync::Synced;
+use super::watch_namespace::WatchNamespace;
+use super::{changes, sweep};
+use crate::cli::args::RunArgs;
+
+type SaEvents = BoxStream<'static, Result<watcher::Event<SaMeta>, watcher::Error>>;
+type CheckObjects = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
+
+/// One namespace's watches, started but not yet consumed.
+struct Scope {
+    service_accounts: SaEvents,
+    checks: CheckObjects,
+    check_store: reflector::Store<DynamicObject>,
+}
+
+/// Every watch of the operator, with the caches and indexes they feed.
+pub struct Watches {
+    scopes: Vec<Scope>,
+    /// IrsaChecks by the ServiceAccount they name.
+    pub checks: Arc<CheckIndex>,
+    /// Turns once every watch, IrsaChecks included, has listed.
+    pub all_synced: Synced,
+}
+
+/// A watch error is logged (the stream backs off and retries by itself).
+fn log_error<K>(what: &'static str) -> impl FnMut(&Result<K, watcher::Error>) {
+    move |r| {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "{what} watch failed; retrying with backoff");
+        }
+    }
+}
+
+/// Starts the watches of `namespaces` (they run as they are polled), with the ServiceAccount
+/// caches they fill.
+pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, ServiceAccounts) {
+    let sa_synced = Synced::new(namespaces.len());
+    let all_synced = Synced::new(2 * namespaces.len());
+    let checks = Arc::new(CheckIndex::default());
+    let ar = resource();
+    let mut scopes = Vec::new();
+    let mut sa_stores = Vec::new();
+    for ns in namespaces {
+        let (sa_reader, sa_writer) = reflector::store();
+        let (mut sa_listed, mut all_listed) = (sa_synced.tracker(), all_synced.tracker());
+        // Metadata only: annotations are all the diagnosis reads of a ServiceAccount.
+        let service_accounts = watcher(
+            ns.api::<PartialObjectMeta<ServiceAccount>>(client),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(strip)
+        .reflect(sa_writer)
+        .inspect(log_error("ServiceAccount"))
+        .inspect(move |e| {
+            if let Ok(e) = e {
+                sa_listed(e);
+                all_listed(e);
+            }
+        })
+        .boxed();
+        sa_stores.push((ns.clone(), sa_reader));
+
+        let writer = reflector::store::Writer::new(ar.clone());
+        let check_store = writer.as_reader();
+        let (index, mut listed) = (checks.clone(), all_synced.tracker());
+        // Status writes do not change the generation, so they do not re-trigger the check.
+        let check_objects = watcher(ns.api_with(client, &ar), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .inspect(log_error("IrsaCheck"))
+            .inspect(move |e| {
+                if let Ok(e) = e {
+                    index.observe(e);
+                    listed(e);
+                }
+            })
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default())
+            .boxed();
+        scopes.push(Scope {
+            service_accounts,
+            checks: check_objects,
+            check_store,
+        });
+    }
+    let watches = Watches {
+        scopes,
+        checks,
+        all_synced,
+    };
+    (watches, ServiceAccounts::new(sa_stores, sa_synced))
+}
+
+/// Logs what the controller could not do (reconcile failures are logged by the error policy).
+fn log_controller_error<E: std::error::Error>(
+    result: Result<
+        (ObjectRef<DynamicObject>, controller::Action),
+        controller::Error<E, watcher::Error>,
+    >,
+) -> future::Ready<()> {
+    match result {
+        Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(e) => tracing::warn!(error = %e, "IrsaCheck controller error"),
+    }
+    future::ready(())
+}
+
+impl Watches {
+    /// Spawns, into `tasks`, each namespace's controller and change handler, and the sweep.
+    pub fn spawn(
+        self,
+        tasks: &mut JoinSet<(&'static str, Result<(), Error>)>,
+        ctx: &Arc<Context>,
+        args: &RunArgs,
+        namespaces: &[WatchNamespace],
+    ) {
+        let concurrency = usize::from(args.concurrency).max(1);
+        for scope in self.scopes {
+            let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<DynamicObject>>();
+            let triggers = futures::stream::unfold(triggers, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            });
+            let controller =
+                Controller::for_stream_with(scope.checks, scope.check_store, resource())
+                    .reconcile_on(triggers)
+                    .with_config(ControllerConfig::default().concurrency(args.concurrency))
+                    .run(reconcile, error_policy, ctx.clone())
+                    .for_each(log_controller_error);
+            tasks.spawn(async move {
+                controller.await;
+                ("IrsaCheck controller", Ok(()))
+            });
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                changes::run(ctx, scope.service_accounts, trigger, concurrency).await;
+                ("ServiceAccount watch", Ok(()))
+            });
+        }
+        let (ctx, synced) = (ctx.clone(), self.all_synced.clone());
+        let (namespaces, interval) = (namespaces.to_vec(), args.sweep_interval);
+        tasks.spawn(async move {
+            sweep::run(ctx, synced, namespaces, interval, concurrency).await;
+            ("sweep", Ok(()))
+        });
+    }
+}
