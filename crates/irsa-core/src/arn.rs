@@ -75,42 +75,96 @@ impl<'a> Arn<'a> {
 /// Why a value is not a usable IAM role ARN. Each message names what was found and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RoleArnError {
+    /// The value is empty or only whitespace.
     #[error(
         "the value is empty; set it to the role's ARN, e.g. arn:aws:iam::111122223333:role/my-role"
     )]
     Empty,
+    /// The value has leading or trailing whitespace.
     #[error("the value has surrounding whitespace; set it to exactly {trimmed:?}")]
-    SurroundingWhitespace { trimmed: String },
+    SurroundingWhitespace {
+        /// The value without it.
+        trimmed: String,
+    },
+    /// The value starts or ends with a quote character.
     #[error("the value is wrapped in quotes; set it to {unquoted:?} without them")]
-    SurroundingQuotes { unquoted: String },
+    SurroundingQuotes {
+        /// The value without the quotes.
+        unquoted: String,
+    },
+    /// The value does not start with `arn:`.
     #[error("{value:?} is not an ARN (it must start with \"arn:\"); use the role's ARN, e.g. arn:aws:iam::111122223333:role/{value}")]
-    NotAnArn { value: String },
+    NotAnArn {
+        /// The value as given.
+        value: String,
+    },
+    /// The value starts with `arn:` but has fewer than six colon-separated fields.
     #[error("{value:?} has too few fields; a role ARN reads arn:<partition>:iam::<12-digit account>:role/<name>")]
-    TooFewFields { value: String },
+    TooFewFields {
+        /// The value as given.
+        value: String,
+    },
+    /// The partition is not one of `aws`, `aws-cn`, `aws-us-gov`.
     #[error("unknown partition {found:?}; expected one of aws, aws-cn, aws-us-gov")]
-    UnknownPartition { found: String },
+    UnknownPartition {
+        /// The partition as given.
+        found: String,
+    },
+    /// The ARN is of a principal people confuse with a role, e.g. an assumed-role session or a user.
     #[error("{kind} ARN {value:?} is not a role ARN; annotate the role itself: {suggestion}")]
     NotARole {
+        /// What the ARN names, e.g. `an IAM user`.
         kind: String,
+        /// The ARN as given.
         value: String,
+        /// The role ARN probably meant, or what to do instead.
         suggestion: String,
     },
+    /// The service is not `iam`.
     #[error("the service is {found:?}, but role ARNs belong to \"iam\" (arn:<partition>:iam::<account>:role/<name>)")]
-    WrongService { found: String },
+    WrongService {
+        /// The service as given.
+        found: String,
+    },
+    /// The region field is not empty.
     #[error("IAM ARNs have no region, found {found:?}; remove it (arn:<partition>:iam::<account>:role/<name>)")]
-    UnexpectedRegion { found: String },
+    UnexpectedRegion {
+        /// The region as given.
+        found: String,
+    },
+    /// The account id is not 12 digits.
     #[error("the account id {found:?} is not 12 digits; copy the account id of the role's account (leading zeros included)")]
-    BadAccountId { found: String },
+    BadAccountId {
+        /// The account id as given.
+        found: String,
+    },
+    /// The resource does not start with `role/`.
     #[error(
         "the resource {found:?} does not start with \"role/\"; the ARN must read ...:role/{found}"
     )]
-    MissingRolePrefix { found: String },
+    MissingRolePrefix {
+        /// The resource as given.
+        found: String,
+    },
+    /// Nothing follows the last slash of the resource.
     #[error("the role name is empty; the ARN must end with role/<name>")]
     EmptyRoleName,
+    /// The role name contains a character IAM does not allow in names.
     #[error("the role name {name:?} contains {found:?}, which IAM does not allow (letters, digits and +=,.@_- only)")]
-    InvalidRoleName { name: String, found: char },
+    InvalidRoleName {
+        /// The role name.
+        name: String,
+        /// The first character not allowed.
+        found: char,
+    },
+    /// The role path contains a character IAM does not allow in paths (space or non-printable).
     #[error("the role path {path:?} contains {found:?}, which IAM does not allow in paths")]
-    InvalidRolePath { path: String, found: char },
+    InvalidRolePath {
+        /// The role path, with its leading and trailing slashes.
+        path: String,
+        /// The first character not allowed.
+        found: char,
+    },
 }
 
 /// A valid IAM role ARN: `arn:<partition>:iam::<account>:role<path><name>`.

@@ -9,18 +9,37 @@ use crate::arn::{OidcProviderArn, Partition};
 /// Why an issuer URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IssuerError {
+    /// The issuer is empty or only whitespace.
     #[error("the issuer is empty; pass the cluster's issuer, e.g. from `aws eks describe-cluster --query cluster.identity.oidc.issuer`")]
     Empty,
+    /// The issuer has a scheme other than https.
     #[error("the issuer {value:?} uses scheme {scheme:?}; OIDC issuers are https URLs")]
-    UnsupportedScheme { value: String, scheme: String },
+    UnsupportedScheme {
+        /// The issuer as given.
+        value: String,
+        /// The scheme as given.
+        scheme: String,
+    },
+    /// The issuer contains whitespace inside it.
     #[error("the issuer {value:?} contains whitespace inside it")]
-    Whitespace { value: String },
+    Whitespace {
+        /// The issuer as given.
+        value: String,
+    },
+    /// The issuer has a query (`?`) or fragment (`#`).
     #[error(
         "the issuer {value:?} has a query or fragment; an issuer is https://<host>[/<path>] only"
     )]
-    QueryOrFragment { value: String },
+    QueryOrFragment {
+        /// The issuer as given.
+        value: String,
+    },
+    /// Nothing precedes the first slash after the scheme.
     #[error("the issuer {value:?} has no host")]
-    NoHost { value: String },
+    NoHost {
+        /// The issuer as given.
+        value: String,
+    },
 }
 
 /// A normalised OIDC issuer: host (lower case) and path, without scheme or trailing slash.

@@ -8,20 +8,38 @@ use crate::annotations::ServiceAccount;
 /// Why a manifest that claims to be a ServiceAccount cannot be read as one.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ManifestError {
+    /// The ServiceAccount has no name, or an empty one.
     #[error("{at}: a ServiceAccount needs metadata.name")]
-    MissingName { at: String },
+    MissingName {
+        /// Which document, e.g. `sa.yaml, document 2`.
+        at: String,
+    },
+    /// `metadata.name` or `metadata.namespace` is not a string.
     #[error("{at}: metadata.{field} must be a string, found {found}")]
     NotAString {
+        /// Which document, e.g. `sa.yaml, document 2`.
         at: String,
+        /// The field under `metadata`, e.g. `name`.
         field: String,
+        /// The value found, as JSON.
         found: String,
     },
+    /// `metadata.annotations` is not a map.
     #[error("{at}: metadata.annotations must be a map of strings to strings, found {found}; write `key: value` lines, not a list")]
-    AnnotationsNotAMap { at: String, found: String },
+    AnnotationsNotAMap {
+        /// Which document and ServiceAccount, e.g. `sa.yaml, document 2 (ns/name)`.
+        at: String,
+        /// The value found, as JSON.
+        found: String,
+    },
+    /// An annotation's value is not a string.
     #[error("{at}: metadata.annotations must be a map of strings to strings; annotation {key:?} has {found} (quote it)")]
     AnnotationNotAString {
+        /// Which document and ServiceAccount, e.g. `sa.yaml, document 2 (ns/name)`.
         at: String,
+        /// The annotation's key.
         key: String,
+        /// The value found, as JSON.
         found: String,
     },
 }

@@ -9,12 +9,25 @@ use crate::condition::{Condition, Operator};
 /// Why a document is not a usable IAM policy. `at` is a JSON path such as `Statement[1].Effect`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PolicyError {
+    /// The document, once decoded, is not valid JSON.
     #[error("the document is not valid JSON ({detail}){hint}")]
-    NotJson { detail: String, hint: &'static str },
+    NotJson {
+        /// The JSON parser's message.
+        detail: String,
+        /// Advice appended when the document does not start with `{`; empty otherwise.
+        hint: &'static str,
+    },
+    /// The URL-encoded document decodes to bytes that are not UTF-8.
     #[error("the URL-encoded document does not decode to UTF-8")]
     BadEncoding,
     #[error("{at}: {problem}")]
-    Invalid { at: String, problem: String },
+    /// The JSON is not a valid policy.
+    Invalid {
+        /// Where, e.g. `Statement[1].Effect`.
+        at: String,
+        /// What is wrong, and the fix.
+        problem: String,
+    },
 }
 
 fn invalid(at: impl Into<String>, problem: impl Into<String>) -> PolicyError {

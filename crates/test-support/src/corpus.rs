@@ -36,7 +36,9 @@ pub enum ProviderEntry {
     /// Client IDs known.
     #[serde(rename_all = "camelCase")]
     WithClientIds {
+        /// The provider's ARN.
         arn: String,
+        /// Its client IDs.
         client_ids: Vec<String>,
     },
 }

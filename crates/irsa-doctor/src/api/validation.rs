@@ -24,29 +24,63 @@ pub enum SpecError {
     /// The object does not have the IrsaCheck shape (stored under an older schema, or a CRD
     /// installed without its schema).
     #[error("{path}: {detail}; correct the object to the IrsaCheck schema (`kubectl explain irsacheck.spec`)")]
-    Malformed { path: String, detail: String },
+    Malformed {
+        /// Where, e.g. `spec.probe.timeout`, or `the object`.
+        path: String,
+        /// What deserialisation reported.
+        detail: String,
+    },
+    /// `spec.serviceAccountName` is not an RFC 1123 subdomain.
     #[error("spec.serviceAccountName {value:?} is not a valid ServiceAccount name; use at most 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit")]
-    ServiceAccountName { value: String },
+    ServiceAccountName {
+        /// The name as given.
+        value: String,
+    },
+    /// A duration field does not parse.
     #[error("{field} {value:?} is not a duration; write whole hours, minutes and seconds in that order, e.g. 90s, 30m, 1h or 1h30m")]
-    DurationSyntax { field: &'static str, value: String },
+    DurationSyntax {
+        /// The field, e.g. `spec.interval`.
+        field: &'static str,
+        /// The value as given.
+        value: String,
+    },
+    /// A duration is below its minimum.
     #[error("{field} is {value}, below the minimum of {min}; set it to {min} or more")]
     DurationTooShort {
+        /// The field, e.g. `spec.interval`.
         field: &'static str,
+        /// The value as given.
         value: String,
+        /// The minimum, as written in messages.
         min: &'static str,
     },
+    /// A duration is above its maximum.
     #[error("{field} is {value}, above the maximum of {max}; set it to {max} or less")]
     DurationTooLong {
+        /// The field, e.g. `spec.probe.timeout`.
         field: &'static str,
+        /// The value as given.
         value: String,
+        /// The maximum, as written in messages.
         max: &'static str,
     },
+    /// `spec.expectedRoleArn` is not a valid role ARN.
     #[error("spec.expectedRoleArn is not a role ARN: {0}")]
     ExpectedRoleArn(RoleArnError),
+    /// A permission's action is not `<service>:<action>`.
     #[error("spec.permissions[{index}].action {value:?} is not an IAM action; write <service>:<action>, e.g. s3:GetObject (* and ? are allowed in the action part)")]
-    PermissionAction { index: usize, value: String },
+    PermissionAction {
+        /// The permission's position in `spec.permissions`, from 0.
+        index: usize,
+        /// The action as given.
+        value: String,
+    },
+    /// A permission's resource is the empty string.
     #[error("spec.permissions[{index}].resource is empty; set a resource ARN such as arn:aws:s3:::reports/*, or omit it to mean \"*\"")]
-    PermissionResourceEmpty { index: usize },
+    PermissionResourceEmpty {
+        /// The permission's position in `spec.permissions`, from 0.
+        index: usize,
+    },
 }
 
 /// An IrsaCheck read from the API as a dynamic object, so that one malformed object is reported

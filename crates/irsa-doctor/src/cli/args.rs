@@ -95,8 +95,10 @@ pub struct RunArgs {
     /// Namespaces to watch (comma-separated); all when empty.
     #[arg(long, env = "IRSA_DOCTOR_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// How to find the cluster's issuer.
     #[command(flatten)]
     pub issuer: IssuerArgs,
+    /// Limits on AWS calls.
     #[command(flatten)]
     pub aws: AwsArgs,
     /// How often every annotated ServiceAccount is diagnosed again.

@@ -12,42 +12,79 @@ use thiserror::Error;
 /// Why an input file cannot be used. Every message names the file.
 #[derive(Debug, Error)]
 pub enum InputError {
+    /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// A document in the file is neither YAML nor JSON.
     #[error("{path}: document {document}: invalid YAML or JSON: {detail}")]
     Syntax {
+        /// The file.
         path: PathBuf,
+        /// The document's position in the file, from 1.
         document: usize,
+        /// The parser's message.
         detail: String,
     },
+    /// A ServiceAccount manifest cannot be read as one.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The file is not `aws iam get-role` output, or lacks part of it.
     #[error("{path}: not the JSON `aws iam get-role` prints ({detail}); for a bare trust policy pass --role ROLE_ARN={path}")]
-    NotGetRole { path: PathBuf, detail: String },
+    NotGetRole {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        detail: String,
+    },
+    /// `Role.Arn` in `aws iam get-role` output is not a role ARN.
     #[error("{path}: Role.Arn {found:?} is not a role ARN: {source}")]
     BadGetRoleArn {
+        /// The file.
         path: PathBuf,
+        /// The ARN as given.
         found: String,
+        /// Why it is not a role ARN.
         source: RoleArnError,
     },
+    /// The ARN of a `--role ROLE_ARN=FILE` argument is not a role ARN.
     #[error("--role {spec}: {source}")]
-    BadRoleArn { spec: String, source: RoleArnError },
+    BadRoleArn {
+        /// The argument as given.
+        spec: String,
+        /// Why it is not a role ARN.
+        source: RoleArnError,
+    },
+    /// A `--role` argument is an ARN without `=FILE`.
     #[error("--role {spec}: expected ROLE_ARN=FILE (or FILE holding `aws iam get-role` output)")]
-    ArnWithoutFile { spec: String },
+    ArnWithoutFile {
+        /// The argument as given.
+        spec: String,
+    },
+    /// The file of a `--role ROLE_ARN=FILE` argument holds `aws iam get-role` output for another role.
     #[error("--role {spec}: {path} holds the role {found}, not {expected}")]
     RoleArnDisagrees {
+        /// The argument as given.
         spec: String,
+        /// The file.
         path: PathBuf,
+        /// The role ARN in the file.
         found: String,
+        /// The role ARN in the argument.
         expected: String,
     },
+    /// Two inputs give the trust policy of the same role.
     #[error("the trust policy of {arn} is given twice ({first} and {second})")]
     DuplicateRole {
+        /// The role's ARN.
         arn: String,
+        /// The file given first.
         first: PathBuf,
+        /// The file given second.
         second: PathBuf,
     },
 }

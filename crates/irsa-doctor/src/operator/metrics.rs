@@ -245,7 +245,7 @@ struct CacheLabels {
 }
 
 impl prometheus_client::collector::Collector for AwsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let calls = self.0.call_stats().snapshot();
         let mut family = encoder.encode_descriptor(
             "irsa_doctor_aws_calls",
