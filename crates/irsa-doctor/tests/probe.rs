@@ -12,7 +12,7 @@ use common::*;
 use irsa_aws::Clients;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube_sim::{KubeSim, KubeletOptions, Options, Script, WebhookOptions};
+use kube_sim::{KubeletOptions, Script, WebhookOptions};
 use serde_json::{json, Value};
 
 const PROBE_LABEL: &str = "irsa-doctor.io/probe=true";
@@ -38,7 +38,7 @@ fn scripted(pod: &Value) -> Option<Script> {
     }
 }
 
-async fn sim_with(moto_url: &str, extra: Vec<(String, String)>) -> KubeSim {
+async fn sim_with(moto_url: &str, extra: Vec<(String, String)>) -> Cluster {
     let mut env = vec![
         ("AWS_ENDPOINT_URL".to_string(), moto_url.to_string()),
         // The CLI reads AWS_DEFAULT_REGION; without the webhook nothing else sets it.
@@ -52,13 +52,13 @@ async fn sim_with(moto_url: &str, extra: Vec<(String, String)>) -> KubeSim {
         regional_sts: true,
         ..WebhookOptions::default()
     };
-    KubeSim::start_with(Options {
-        kubelet: Some(KubeletOptions {
+    Cluster::start(ClusterOptions {
+        node: KubeletOptions {
             extra_env: env,
             script: Some(Arc::new(scripted)),
-        }),
+        },
         webhook: Some(webhook),
-        ..Options::default()
+        ..ClusterOptions::default()
     })
     .await
     .unwrap()
@@ -206,9 +206,25 @@ async fn probe_verdicts_and_workload_audit() {
         message.contains("api-0") && message.contains("restart them"),
         "{message}"
     );
-    pods.delete("api-0", &DeleteParams::default())
+    let old = pods
+        .delete("api-0", &DeleteParams::default())
         .await
-        .unwrap();
+        .unwrap()
+        .left()
+        .and_then(|p| p.metadata.uid)
+        .unwrap_or_default();
+    // A real API server keeps a deleted pod until its kubelet confirms the containers stopped.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            pods.clone(),
+            "api-0",
+            kube::runtime::wait::conditions::is_deleted(&old),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     pods.create(&PostParams::default(), &workload)
         .await
         .unwrap();
@@ -272,8 +288,8 @@ async fn without_the_webhook_credentials_are_not_injected_or_the_node_role_answe
         } else {
             Vec::new()
         };
-        let sim = sim_with(&aws.url, extra).await;
-        sim.set_webhook(None);
+        let mut sim = sim_with(&aws.url, extra).await;
+        sim.remove_webhook().await.unwrap();
         if with_node_credentials {
             // setup() creates the provider and roles; only once per moto.
             let client = sim.client();

@@ -7,6 +7,43 @@
 //! exist, and requiring a field manager); managed fields and conflicts are not tracked. Bodies
 //! are JSON (or YAML for apply) only: protobuf and CBOR get 415, so kubectl's typed generators
 //! (`kubectl create namespace x`) are refused — `kubectl create -f` and `apply -f` work.
+//!
+//! # What it is still for
+//!
+//! Every end-to-end test runs against the real control plane (crate `control-plane`). kube-sim
+//! stays for what the real API server cannot do — injecting faults into chosen requests
+//! (`fail_next`, `drop_watches`, `compact`), which the probe's fault test relies on — for
+//! `make demo`, which needs no Go toolchain, and for its webhook module, whose mutation the real
+//! control plane serves as an admission webhook.
+//!
+//! # Where it differs from the real API server
+//!
+//! Found by running the same end-to-end tests against kube-apiserver v1.36.3; none of kube-sim's
+//! remaining uses depends on them.
+//!
+//! - **No authentication or authorization.** A request the chart's RBAC does not grant (the
+//!   operator's Lease in a namespace other than its own, say) succeeds here and gets 403 there.
+//!   The end-to-end tests now run the operator as the chart's ServiceAccount with the chart's
+//!   RBAC, on the real server.
+//! - **Pods of a missing ServiceAccount are accepted**; the real ServiceAccount admission plugin
+//!   refuses them, and namespaces get their `default` ServiceAccount only from
+//!   kube-controller-manager. The tests create every ServiceAccount their pods use.
+//! - **A deleted pod disappears at once**; the real server keeps it (with a deletion timestamp)
+//!   until its kubelet confirms the containers stopped, so a pod of the same name cannot be
+//!   created meanwhile. The tests wait for the deletion.
+//! - **Event notes are not limited**; the real `events.k8s.io/v1` refuses notes over 1,024
+//!   bytes. The operator's truncation added "…" past the limit and its long Warnings would have
+//!   been dropped; it now cuts to exactly 1,024 bytes, with a regression test on the real server.
+//! - **Server-side apply is a merge patch** without field managers; the real server tracks them.
+//!   The operator's status apply worked on both, but the real server answers a status write
+//!   with the whole object, which kube-rs then deserialized as an IrsaCheck: a malformed
+//!   object's status write "failed" (and kube logged its body). The operator now writes status
+//!   through a dynamic API.
+//! - **The webhook's skip label is checked inside the mutation**; the real registration
+//!   excludes such pods with an `objectSelector`, so they never reach the webhook.
+//! - **Tokens are signed by kube-sim** and carry no pod binding; the real TokenRequest API binds
+//!   them to the pod (`kubernetes.io` claims).
+//! - **Namespace deletion is immediate**; the real namespace controller takes at least 5 s.
 
 pub mod errors;
 pub mod events;

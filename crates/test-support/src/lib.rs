@@ -1,6 +1,7 @@
 //! Test support for irsa-doctor's crates, never published: moto, the corpus format, polling,
 //! loopback HTTP, and the operator's end-to-end fixtures.
 
+pub mod cluster;
 pub mod corpus;
 pub mod moto;
 pub mod net;

@@ -3,6 +3,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, ConfigLoader, Region};
@@ -71,4 +72,50 @@ pub fn loader(url: &str) -> ConfigLoader {
             None,
             "irsa-aws-tests",
         ))
+}
+
+/// A TCP proxy in front of moto that delays each request and caps the request rate, so the
+/// sweep meets IAM-like latency and limits.
+pub async fn slow_proxy(upstream: u16, latency: Duration, per_second: u64) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gap = Duration::from_secs_f64(1.0 / per_second.max(1) as f64);
+    let next_slot = Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now()));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let next_slot = next_slot.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut sr, mut sw) = server.into_split();
+                let (mut cr, mut cw) = client.split();
+                let upload = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        // One request per write burst: wait for a rate slot, then the latency.
+                        let slot = {
+                            let mut next = next_slot.lock().await;
+                            let slot = (*next).max(tokio::time::Instant::now());
+                            *next = slot + gap;
+                            slot
+                        };
+                        tokio::time::sleep_until(slot + latency).await;
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let download = tokio::io::copy(&mut sr, &mut cw);
+                let _ = tokio::join!(upload, download);
+            });
+        }
+    });
+    port
 }

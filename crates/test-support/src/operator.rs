@@ -11,9 +11,9 @@ use irsa_doctor::api::{IrsaCheck, IrsaCheckSpec};
 use k8s_openapi::api::core::v1::{Event, Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
-use kube_sim::KubeSim;
 use serde_json::json;
 
+use crate::cluster::{crd_established, TestCluster};
 use crate::net::free_port;
 use crate::wait::eventually;
 
@@ -35,6 +35,16 @@ impl Drop for Operator {
     }
 }
 
+/// Where the operator's log goes: `$OPERATOR_LOG_DIR/operator-PORT.log` when that variable is
+/// set (to read what an end-to-end test's operator did), else nowhere.
+pub fn operator_log(port: u16) -> Stdio {
+    match std::env::var_os("OPERATOR_LOG_DIR") {
+        Some(dir) => std::fs::File::create(Path::new(&dir).join(format!("operator-{port}.log")))
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    }
+}
+
 /// Points a command's AWS SDK or CLI at `aws_url` with static test credentials and no IMDS.
 pub fn aws_env(cmd: &mut Command, aws_url: &str) {
     cmd.env("AWS_ENDPOINT_URL", aws_url)
@@ -45,9 +55,14 @@ pub fn aws_env(cmd: &mut Command, aws_url: &str) {
         .env_remove("AWS_PROFILE");
 }
 
-/// `irsa-doctor run` (the binary at `bin`) against `kubeconfig` and moto at `aws_url`, with
-/// fast sweeps and short caches; `extra` adds flags.
-pub fn start_operator(bin: &Path, kubeconfig: &Path, aws_url: &str, extra: &[&str]) -> Operator {
+/// `irsa-doctor run` (the binary at `bin`) with the cluster's operator credentials and moto at
+/// `aws_url`, with fast sweeps and short caches; `extra` adds flags.
+pub fn start_operator(
+    bin: &Path,
+    cluster: &impl TestCluster,
+    aws_url: &str,
+    extra: &[&str],
+) -> Operator {
     let port = free_port();
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -62,10 +77,10 @@ pub fn start_operator(bin: &Path, kubeconfig: &Path, aws_url: &str, extra: &[&st
         "200",
     ])
     .args(extra)
-    .env("KUBECONFIG", kubeconfig)
+    .env("KUBECONFIG", cluster.operator_kubeconfig())
     .env("RUST_LOG", "info")
     .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .stderr(operator_log(port));
     aws_env(&mut cmd, aws_url);
     Operator {
         child: cmd.spawn().unwrap(),
@@ -123,13 +138,19 @@ pub fn crd() -> CustomResourceDefinition {
     serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The IrsaCheck CRD and the `reports` namespace.
-pub async fn bootstrap_cluster(sim: &KubeSim) {
-    let client = sim.client();
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &crd())
+/// The IrsaCheck CRD (unless installed already, e.g. by the chart) and the `reports` namespace.
+pub async fn bootstrap_cluster(cluster: &impl TestCluster) {
+    let client = cluster.client();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    if crds
+        .get_opt("irsachecks.irsa-doctor.io")
         .await
-        .unwrap();
+        .unwrap()
+        .is_none()
+    {
+        crds.create(&PostParams::default(), &crd()).await.unwrap();
+    }
+    crd_established(&client).await;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "reports"}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
@@ -137,25 +158,25 @@ pub async fn bootstrap_cluster(sim: &KubeSim) {
         .unwrap();
 }
 
-/// The IAM OIDC provider for the simulated cluster's issuer; returns the issuer's host+path.
-pub async fn create_provider(sim: &KubeSim, admin: &Clients) -> String {
+/// The IAM OIDC provider for the cluster's issuer; returns the issuer's host+path.
+pub async fn create_provider(cluster: &impl TestCluster, admin: &Clients) -> String {
     admin
         .iam
         .create_open_id_connect_provider()
-        .url(sim.issuer())
+        .url(cluster.issuer())
         .client_id_list("sts.amazonaws.com")
         .send()
         .await
         .unwrap();
-    sim.issuer().trim_start_matches("https://").to_string()
+    cluster.issuer().trim_start_matches("https://").to_string()
 }
 
 /// The cluster, the provider for its issuer, three roles, and their ServiceAccounts:
 /// `s3-reader` (healthy), `exporter` (trust policy names `old-exporter`), `legacy` (no check).
-pub async fn setup(sim: &KubeSim, admin: &Clients) {
-    bootstrap_cluster(sim).await;
-    let client = sim.client();
-    let host_path = create_provider(sim, admin).await;
+pub async fn setup(cluster: &impl TestCluster, admin: &Clients) {
+    bootstrap_cluster(cluster).await;
+    let client = cluster.client();
+    let host_path = create_provider(cluster, admin).await;
     for (role, sub_name) in [
         ("s3-reader", "s3-reader"),
         ("exporter", "old-exporter"),
@@ -240,8 +261,8 @@ pub const OPERATOR_RBAC: &[(&str, &str, &str)] = &[
 ];
 
 /// Fails if the operator made a request its RBAC does not grant.
-pub fn assert_rbac_covers(sim: &KubeSim) {
-    let made = sim.requests_from("irsa-doctor/");
+pub fn assert_rbac_covers(cluster: &impl TestCluster) {
+    let made = cluster.requests_from("irsa-doctor/");
     assert!(
         !made.is_empty(),
         "no request carried the operator's User-Agent"

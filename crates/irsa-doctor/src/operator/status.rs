@@ -3,11 +3,12 @@
 
 use irsa_core::{ConditionType, Reason, Report, Severity, Status};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Resource;
 use serde_json::json;
 
 use super::events::Verdict;
+use super::reconcile::resource;
 use super::text::truncate;
 use super::FIELD_MANAGER;
 use crate::api::{IrsaCheck, IrsaCheckStatus, StatusFinding};
@@ -101,7 +102,9 @@ pub async fn apply(
     name: &str,
     status: &IrsaCheckStatus,
 ) -> Result<(), kube::Error> {
-    let api: Api<IrsaCheck> = Api::namespaced(client.clone(), namespace);
+    // Dynamic, so that the answer (the whole object) is not deserialized as an IrsaCheck: a
+    // malformed object's status must be writable too.
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource());
     let patch = json!({
         "apiVersion": IrsaCheck::api_version(&()),
         "kind": IrsaCheck::kind(&()),

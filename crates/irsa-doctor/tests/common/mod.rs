@@ -2,18 +2,17 @@
 //! this package.
 #![allow(dead_code, unused_imports)]
 
+pub use test_support::cluster::{Cluster, ClusterOptions, TestCluster};
 pub use test_support::moto;
 pub use test_support::net::get;
 pub use test_support::operator::*;
 pub use test_support::wait::eventually;
 
-use kube_sim::KubeSim;
-
-/// `irsa-doctor run` against kube-sim and moto.
-pub fn start_operator(sim: &KubeSim, aws_url: &str, extra: &[&str]) -> Operator {
+/// `irsa-doctor run` against `cluster` (as the chart's ServiceAccount on a real one) and moto.
+pub fn start_operator(cluster: &impl TestCluster, aws_url: &str, extra: &[&str]) -> Operator {
     test_support::operator::start_operator(
         std::path::Path::new(env!("CARGO_BIN_EXE_irsa-doctor")),
-        sim.kubeconfig_path(),
+        cluster,
         aws_url,
         extra,
     )
