@@ -7,8 +7,24 @@
 # (65532) only: no shell, no package manager. It runs with a read-only root filesystem.
 # Needs BuildKit (the default builder since Docker 23) for the cache mounts. x86_64 only:
 # musl-tools provides the x86_64 musl C toolchain.
+#
+# Base images. The tags are what people read; pin a build to content by appending the digest of
+# each tag's multi-platform index, as it is when you build (tags such as `1.95-bookworm` and
+# `nonroot` are rebuilt upstream, so a digest is a point in time, refreshed on purpose):
+#
+#   docker buildx imagetools inspect rust:1.95-bookworm          # "Digest: sha256:..."
+#   docker buildx imagetools inspect gcr.io/distroless/static-debian12:nonroot
+#   docker build \
+#     --build-arg RUST_IMAGE=rust:1.95-bookworm@sha256:<digest> \
+#     --build-arg RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot@sha256:<digest> .
+#
+# With a digest the registry serves exactly that content and the tag is informative only. The
+# defaults below carry no digest: none could be read from the registries where this file is
+# maintained, and a digest copied from elsewhere is not one to trust (docs/security.md).
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 ENV TARGET=x86_64-unknown-linux-musl
 # musl-gcc builds the C parts of aws-lc-sys and ring for the musl target.
 RUN apt-get update \
@@ -28,7 +44,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp "target/${TARGET}/release/irsa-doctor" /irsa-doctor \
  && /irsa-doctor --version
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown

@@ -9,9 +9,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use irsa_aws::{AwsFacts, AwsFactsConfig, Clients};
+use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane};
 use irsa_core::{Fact, Issuer, RoleArn};
 use test_support::moto::Moto;
+
+/// The lane these look-ups are made in: one namespace.
+static LANE: std::sync::LazyLock<Lane> = std::sync::LazyLock::new(|| Lane::namespace("reports"));
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -39,7 +42,7 @@ async fn sweep(
                 issuer.clone(),
             );
             tokio::spawn(async move {
-                let role_fact = facts.role(&role).await;
+                let role_fact = facts.role(&LANE, &role).await;
                 let providers = facts.oidc_providers(role.account(), &issuer).await;
                 matches!(role_fact, Fact::Known(Some(_))) && matches!(providers, Fact::Known(_))
             })

@@ -1,34 +1,34 @@
-//! A TTL cache in which concurrent requests for the same key collapse into one fetch.
+//! The fact cache: [moka]'s concurrent cache, bounded in size, whose entries expire after the
+//! TTL of their fact kind, and in which concurrent requests for the same key collapse into one
+//! fetch. Failures are handed to whoever waited for that fetch, and never kept for later callers.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-struct Stored<V> {
-    value: V,
-    at: Instant,
-    reusable: bool,
-}
+use moka::future::Cache;
 
-type Slot<V> = Arc<tokio::sync::Mutex<Option<Stored<V>>>>;
-
-/// Values by key, fetched at most once per TTL, and at most once at a time.
+/// Values by key, fetched at most once per TTL, and at most once at a time; at most
+/// `max_entries` are kept (the least likely to be asked again are evicted first).
 pub struct FactCache<K, V> {
-    ttl: Duration,
-    slots: Mutex<HashMap<K, Slot<V>>>,
+    entries: Cache<K, V>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> FactCache<K, V> {
-    /// An empty cache whose entries live `ttl`.
-    pub fn new(ttl: Duration) -> FactCache<K, V> {
+impl<K, V> FactCache<K, V>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// An empty cache whose entries live `ttl`, holding at most `max_entries` of them.
+    pub fn new(ttl: Duration, max_entries: u64) -> FactCache<K, V> {
         FactCache {
-            ttl,
-            slots: Mutex::new(HashMap::new()),
+            entries: Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(max_entries)
+                .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -41,40 +41,44 @@ impl<K: Eq + Hash + Clone, V: Clone> FactCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let asked = Instant::now();
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(key).or_default().clone()
-        };
-        let mut stored = slot.lock().await;
-        if let Some(s) = stored.as_ref() {
-            let fresh = s.reusable && s.at.elapsed() < self.ttl;
-            if fresh || s.at >= asked {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return s.value.clone();
+        // Whether this caller's fetch ran: a miss. Waiting for someone else's is a hit.
+        let fetched = AtomicBool::new(false);
+        // Boxed: SDK futures are large, and in debug builds every async frame that holds one
+        // inline costs that much stack again; the operator's worker threads have 2 MiB.
+        let init = Box::pin(async {
+            fetched.store(true, Ordering::Relaxed);
+            let value = fetch().await;
+            // moka keeps `Ok` and hands `Err` to the waiting callers only.
+            if reusable(&value) {
+                Ok(value)
+            } else {
+                Err(value)
             }
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let value = fetch().await;
-        *stored = Some(Stored {
-            reusable: reusable(&value),
-            value: value.clone(),
-            at: Instant::now(),
         });
-        value
+        let answer = Box::pin(self.entries.try_get_with(key, init)).await;
+        let counter = if fetched.load(Ordering::Relaxed) {
+            &self.misses
+        } else {
+            &self.hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        answer.unwrap_or_else(|failure| V::clone(&failure))
     }
 
-    /// The stored value for `key` if it is fresh and not being fetched right now; never fetches.
-    pub fn peek(&self, key: &K) -> Option<V> {
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)?
-            .clone();
-        let stored = slot.try_lock().ok()?;
-        let s = stored.as_ref()?;
-        (s.reusable && s.at.elapsed() < self.ttl).then(|| s.value.clone())
+    /// The stored value for `key` if it is fresh; never fetches.
+    pub async fn peek(&self, key: &K) -> Option<V> {
+        self.entries.get(key).await
+    }
+
+    /// How many values are stored, once pending evictions and expirations have been applied.
+    pub async fn len(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+
+    /// Whether no value is stored.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
     }
 
     /// Answers served from the cache (including shared in-flight results).
@@ -92,11 +96,12 @@ impl<K: Eq + Hash + Clone, V: Clone> FactCache<K, V> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn concurrent_requests_share_one_fetch_and_failures_are_not_kept() {
         let cache: Arc<FactCache<&str, Result<u32, String>>> =
-            Arc::new(FactCache::new(Duration::from_secs(60)));
+            Arc::new(FactCache::new(Duration::from_secs(60), 100));
         let fetches = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
@@ -130,13 +135,26 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_after_their_ttl() {
-        let cache: FactCache<u8, u8> = FactCache::new(Duration::from_millis(30));
+        let cache: FactCache<u8, u8> = FactCache::new(Duration::from_millis(30), 100);
         assert_eq!(cache.get_or_fetch(1, |_| true, || async { 1 }).await, 1);
         assert_eq!(cache.get_or_fetch(1, |_| true, || async { 2 }).await, 1);
-        assert_eq!(cache.peek(&1), Some(1));
-        assert_eq!(cache.peek(&2), None);
+        assert_eq!(cache.peek(&1).await, Some(1));
+        assert_eq!(cache.peek(&2).await, None);
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(cache.peek(&1), None);
+        assert_eq!(cache.peek(&1).await, None);
         assert_eq!(cache.get_or_fetch(1, |_| true, || async { 3 }).await, 3);
+    }
+
+    /// The old cache grew with every key ever asked for; this one stays within its bound.
+    #[tokio::test]
+    async fn the_size_bound_evicts() {
+        let cache: FactCache<u32, u32> = FactCache::new(Duration::from_secs(3600), 100);
+        for k in 0..5_000 {
+            cache.get_or_fetch(k, |_| true, || async move { k }).await;
+        }
+        let kept = cache.len().await;
+        assert!(kept <= 100, "{kept} entries kept with a bound of 100");
+        assert!(kept > 0);
+        assert_eq!(cache.misses(), 5_000);
     }
 }

@@ -35,7 +35,11 @@ impl Default for Ttls {
 pub struct AwsFactsConfig {
     /// Cache lifetimes per fact kind.
     pub ttl: Ttls,
-    /// At most this many AWS calls in flight at once.
+    /// At most this many facts of each kind are cached; the least likely to be asked again are
+    /// evicted first.
+    pub max_cached_per_kind: u64,
+    /// At most this many AWS calls in flight at once, whoever they are for; waiting calls are
+    /// served round-robin across [`crate::Lane`]s.
     pub max_concurrent_calls: usize,
     /// Client-side rate limit, calls per second (IAM's own limits are low).
     pub calls_per_second: u32,
@@ -53,6 +57,7 @@ impl Default for AwsFactsConfig {
     fn default() -> AwsFactsConfig {
         AwsFactsConfig {
             ttl: Ttls::default(),
+            max_cached_per_kind: 10_000,
             max_concurrent_calls: 8,
             calls_per_second: 10,
             burst: 10,

@@ -1,8 +1,10 @@
 //! [`AwsFacts`]: every question irsa-doctor asks AWS, each answered at most once per TTL however
-//! many reconciles ask it at once, within a global concurrency and rate bound.
+//! many reconciles ask it at once, within a global concurrency and rate bound shared fairly
+//! between namespaces ([`Lane`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Mutex;
 
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
@@ -18,7 +20,7 @@ use irsa_core::{Fact, Issuer, OidcProvider, OidcProviderArn, Reason, Role, RoleA
 use crate::cache::FactCache;
 use crate::classify::{Failure, Outcome};
 use crate::config::AwsFactsConfig;
-use crate::limiter::Limiter;
+use crate::limiter::{Lane, Limiter};
 use crate::stats::CallStats;
 
 /// SDK clients for one set of credentials.
@@ -69,6 +71,8 @@ pub struct AwsFacts {
     accounts: BTreeMap<String, Clients>,
     limiter: Limiter,
     stats: CallStats,
+    /// The operator's ARN once known, for access-denied messages.
+    me: Mutex<Option<String>>,
     identity: FactCache<(), Result<CallerIdentity, Unavailable>>,
     issuers: FactCache<String, Result<Issuer, Unavailable>>,
     provider_lists: FactCache<String, Result<Vec<OidcProviderArn>, Unavailable>>,
@@ -98,12 +102,13 @@ impl AwsFacts {
                 config.burst,
             ),
             stats: CallStats::default(),
-            identity: FactCache::new(ttl.identity),
-            issuers: FactCache::new(ttl.issuer),
-            provider_lists: FactCache::new(ttl.providers),
-            client_ids: FactCache::new(ttl.providers),
-            roles: FactCache::new(ttl.role),
-            simulations: FactCache::new(ttl.permissions),
+            me: Mutex::new(None),
+            identity: FactCache::new(ttl.identity, 1),
+            issuers: FactCache::new(ttl.issuer, config.max_cached_per_kind),
+            provider_lists: FactCache::new(ttl.providers, config.max_cached_per_kind),
+            client_ids: FactCache::new(ttl.providers, config.max_cached_per_kind),
+            roles: FactCache::new(ttl.role, config.max_cached_per_kind),
+            simulations: FactCache::new(ttl.permissions, config.max_cached_per_kind),
         }
     }
 
@@ -141,9 +146,10 @@ impl AwsFacts {
         AwsFacts::new(Clients::new(&sdk), accounts, config)
     }
 
-    /// Runs one SDK call within the limits and counts it.
+    /// Runs one SDK call for `lane` within the limits and counts it.
     async fn call<T, E, R>(
         &self,
+        lane: &Lane,
         service: &'static str,
         operation: &'static str,
         call: impl Future<Output = Result<T, SdkError<E, R>>>,
@@ -152,9 +158,7 @@ impl AwsFacts {
         E: ProvideErrorMetadata + std::fmt::Debug,
         R: std::fmt::Debug,
     {
-        let result = self
-            .limiter
-            .run(call)
+        let result = Box::pin(self.limiter.run(lane, call))
             .await
             .map_err(|e| Failure::from_sdk(&e));
         let outcome = result
@@ -168,9 +172,8 @@ impl AwsFacts {
     fn unavailable(&self, failure: &Failure, action: &str, subject: &str) -> Unavailable {
         let mut u = failure.unavailable(action, subject);
         if failure.outcome == Outcome::AccessDenied {
-            if let Some(Ok(me)) = self.identity.peek(&()) {
-                u.detail
-                    .push_str(&format!(" (the operator runs as {})", me.arn));
+            if let Some(me) = self.me.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                u.detail.push_str(&format!(" (the operator runs as {me})"));
             }
         }
         u
@@ -182,6 +185,7 @@ impl AwsFacts {
             .get_or_fetch((), Result::is_ok, || async {
                 let out = self
                     .call(
+                        &Lane::Operator,
                         "sts",
                         "GetCallerIdentity",
                         self.home.sts.get_caller_identity().send(),
@@ -190,10 +194,12 @@ impl AwsFacts {
                     .map_err(|f| {
                         f.unavailable("sts:GetCallerIdentity", "the operator's own identity")
                     })?;
-                Ok(CallerIdentity {
+                let me = CallerIdentity {
                     account: out.account().unwrap_or_default().to_string(),
                     arn: out.arn().unwrap_or_default().to_string(),
-                })
+                };
+                *self.me.lock().unwrap_or_else(|p| p.into_inner()) = Some(me.arn.clone());
+                Ok(me)
             })
             .await
     }
@@ -227,6 +233,7 @@ impl AwsFacts {
             .get_or_fetch(cluster.to_string(), Result::is_ok, || async {
                 let out = match self
                     .call(
+                        &Lane::Operator,
                         "eks",
                         "DescribeCluster",
                         self.home.eks.describe_cluster().name(cluster).send(),
@@ -266,6 +273,8 @@ impl AwsFacts {
     }
 
     /// The IAM OIDC providers of `account`; client IDs are fetched only for those of `issuer`.
+    /// Shared by every namespace whose roles live in that account, so asked in the operator's
+    /// own [`Lane`]: a namespace's queue never holds a look-up others wait for.
     pub async fn oidc_providers(&self, account: &str, issuer: &Issuer) -> Fact<Vec<OidcProvider>> {
         let clients = match self.clients_for(account).await {
             Ok(c) => c,
@@ -276,6 +285,7 @@ impl AwsFacts {
             .get_or_fetch(account.to_string(), Result::is_ok, || async {
                 let out = self
                     .call(
+                        &Lane::Operator,
                         "iam",
                         "ListOpenIDConnectProviders",
                         clients.iam.list_open_id_connect_providers().send(),
@@ -322,6 +332,7 @@ impl AwsFacts {
         self.client_ids
             .get_or_fetch(arn.clone(), Result::is_ok, || async {
                 self.call(
+                    &Lane::Operator,
                     "iam",
                     "GetOpenIDConnectProvider",
                     clients
@@ -337,8 +348,9 @@ impl AwsFacts {
             .await
     }
 
-    /// A role and its trust policy (`iam:GetRole`); `Known(None)` when no role has that ARN.
-    pub async fn role(&self, arn: &RoleArn) -> Fact<Option<Role>> {
+    /// A role and its trust policy (`iam:GetRole`), asked in `lane`; `Known(None)` when no role
+    /// has that ARN.
+    pub async fn role(&self, lane: &Lane, arn: &RoleArn) -> Fact<Option<Role>> {
         let clients = match self.clients_for(arn.account()).await {
             Ok(c) => c,
             Err(u) => return Fact::Unavailable(u),
@@ -347,6 +359,7 @@ impl AwsFacts {
             .get_or_fetch(arn.clone(), known, || async {
                 match self
                     .call(
+                        lane,
                         "iam",
                         "GetRole",
                         clients.iam.get_role().role_name(arn.name()).send(),
@@ -373,9 +386,11 @@ impl AwsFacts {
             .await
     }
 
-    /// IAM's policy-simulator verdict for each requested permission (`iam:SimulatePrincipalPolicy`).
+    /// IAM's policy-simulator verdict for each requested permission
+    /// (`iam:SimulatePrincipalPolicy`, one call per resource and page), asked in `lane`.
     pub async fn permissions(
         &self,
+        lane: &Lane,
         arn: &RoleArn,
         requests: &[PermissionRequest],
     ) -> Fact<Vec<PermissionVerdict>> {
@@ -394,7 +409,7 @@ impl AwsFacts {
                 }
                 let mut verdicts = Vec::with_capacity(key.len());
                 for (resource, actions) in by_resource {
-                    match self.simulate(clients, arn, resource, &actions).await {
+                    match self.simulate(lane, clients, arn, resource, &actions).await {
                         Ok(v) => verdicts.extend(v),
                         Err(u) => return Fact::Unavailable(u),
                     }
@@ -406,6 +421,7 @@ impl AwsFacts {
 
     async fn simulate(
         &self,
+        lane: &Lane,
         clients: &Clients,
         arn: &RoleArn,
         resource: &str,
@@ -422,7 +438,7 @@ impl AwsFacts {
                 .resource_arns(resource)
                 .set_marker(marker.take());
             let out = self
-                .call("iam", "SimulatePrincipalPolicy", request.send())
+                .call(lane, "iam", "SimulatePrincipalPolicy", request.send())
                 .await
                 .map_err(|f| match f.outcome {
                     Outcome::AccessDenied | Outcome::Throttled => {

@@ -1,8 +1,8 @@
 //! irsa-aws: the AWS facts irsa-doctor's diagnosis needs — the cluster's issuer (EKS), IAM OIDC
 //! providers, roles and trust policies, permission simulations, the operator's own identity —
-//! through the official SDK, cached per fact kind, with concurrent look-ups collapsed into one
-//! call, bounded in concurrency and rate, and classified so that AWS failures become `Unknown`,
-//! never a false alarm.
+//! through the official SDK, cached per fact kind (with a TTL and a size bound), with concurrent
+//! look-ups collapsed into one call, bounded in concurrency and rate and shared fairly between
+//! namespaces, and classified so that AWS failures become `Unknown`, never a false alarm.
 
 mod cache;
 mod classify;
@@ -15,6 +15,7 @@ pub use cache::FactCache;
 pub use classify::{Failure, Outcome};
 pub use config::{AwsFactsConfig, Ttls};
 pub use facts::{AwsFacts, CacheStats, CallerIdentity, Clients};
+pub use limiter::Lane;
 pub use stats::{CallCount, CallStats};
 
 /// Every AWS action irsa-aws calls with the operator's credentials; the operator's IAM policy

@@ -14,11 +14,14 @@ use aws_sdk_iam::operation::simulate_principal_policy::SimulatePrincipalPolicyOu
 use aws_sdk_iam::types::{EvaluationResult, PolicyEvaluationDecisionType, Role, Statement};
 use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
 use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
-use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Outcome};
+use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane, Outcome};
 use irsa_core::facts::{PermissionDecision, PermissionRequest};
 use irsa_core::{
     diagnose, ConditionType, Fact, Facts, Issuer, Reason, RoleArn, ServiceAccount, Status,
 };
+
+/// The lane these look-ups are made in: one namespace.
+static LANE: std::sync::LazyLock<Lane> = std::sync::LazyLock::new(|| Lane::namespace("reports"));
 
 const ACCOUNT: &str = "111122223333";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
@@ -100,7 +103,7 @@ async fn throttling_is_retried_then_unknown_never_false() {
         .repeatedly()
         .build();
     let facts = facts_with(&[&throttled]);
-    let fact = facts.role(&role()).await;
+    let fact = facts.role(&LANE, &role()).await;
     assert_eq!(
         throttled.num_calls(),
         ATTEMPTS as usize,
@@ -147,10 +150,10 @@ async fn server_errors_are_unavailable_and_not_cached() {
     let ok = mock!(aws_sdk_iam::Client::get_role).then_output(get_role_output);
     let facts = facts_with(&[&failing, &ok]);
     assert!(
-        matches!(facts.role(&role()).await, Fact::Unavailable(u) if u.reason == Reason::AwsApiUnavailable)
+        matches!(facts.role(&LANE, &role()).await, Fact::Unavailable(u) if u.reason == Reason::AwsApiUnavailable)
     );
     assert!(
-        matches!(facts.role(&role()).await, Fact::Known(Some(_))),
+        matches!(facts.role(&LANE, &role()).await, Fact::Known(Some(_))),
         "a failure is not served from the cache"
     );
 }
@@ -164,7 +167,7 @@ async fn access_denied_names_the_missing_permission() {
         .repeatedly()
         .build();
     let facts = facts_with(&[&denied]);
-    let Fact::Unavailable(u) = facts.role(&role()).await else {
+    let Fact::Unavailable(u) = facts.role(&LANE, &role()).await else {
         panic!()
     };
     assert_eq!(u.reason, Reason::AwsAccessDenied);
@@ -185,7 +188,7 @@ async fn missing_role_is_a_fact() {
         .repeatedly()
         .build();
     let facts = facts_with(&[&missing]);
-    assert_eq!(facts.role(&role()).await, Fact::Known(None));
+    assert_eq!(facts.role(&LANE, &role()).await, Fact::Known(None));
 }
 
 #[tokio::test]
@@ -195,7 +198,7 @@ async fn a_hundred_concurrent_lookups_make_one_get_role() {
     let lookups: Vec<_> = (0..100)
         .map(|_| {
             let facts = facts.clone();
-            tokio::spawn(async move { facts.role(&role()).await })
+            tokio::spawn(async move { facts.role(&LANE, &role()).await })
         })
         .collect();
     for l in lookups {
@@ -251,7 +254,7 @@ async fn permission_simulation_maps_iam_decisions() {
             resource: "arn:aws:s3:::reports/*".into(),
         })
         .collect();
-    let Fact::Known(verdicts) = facts.permissions(&role(), &requests).await else {
+    let Fact::Known(verdicts) = facts.permissions(&LANE, &role(), &requests).await else {
         panic!()
     };
     let decision = |a: &str| {
@@ -273,7 +276,7 @@ async fn permission_simulation_maps_iam_decisions() {
     let mut reversed = requests.clone();
     reversed.reverse();
     assert!(matches!(
-        facts.permissions(&role(), &reversed).await,
+        facts.permissions(&LANE, &role(), &reversed).await,
         Fact::Known(_)
     ));
     assert_eq!(simulate.num_calls(), 1);
@@ -310,7 +313,7 @@ async fn simulation_failures_are_unknown() {
         action: "s3:GetObject".into(),
         resource: "*".into(),
     }];
-    let Fact::Unavailable(u) = facts.permissions(&role(), &request).await else {
+    let Fact::Unavailable(u) = facts.permissions(&LANE, &role(), &request).await else {
         panic!()
     };
     assert_eq!(u.reason, Reason::AwsAccessDenied);

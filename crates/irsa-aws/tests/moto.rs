@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
-use irsa_aws::{AwsFacts, AwsFactsConfig, Clients};
+use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane};
 use irsa_core::facts::Fact;
 use irsa_core::{diagnose, ConditionType, Facts, Issuer, Reason, RoleArn, ServiceAccount, Status};
 use test_support::moto::Moto;
+
+/// The lane these look-ups are made in: one namespace.
+static LANE: std::sync::LazyLock<Lane> = std::sync::LazyLock::new(|| Lane::namespace("reports"));
 
 /// moto's default account.
 const ACCOUNT: &str = "123456789012";
@@ -125,7 +128,7 @@ async fn gathers_every_fact_and_the_diagnosis_passes() {
         list[0].client_ids.as_deref(),
         Some(&["sts.amazonaws.com".to_string()][..])
     );
-    let role_fact = facts.role(&role).await;
+    let role_fact = facts.role(&LANE, &role).await;
     let Fact::Known(Some(r)) = &role_fact else {
         panic!("{role_fact:?}")
     };
@@ -152,12 +155,12 @@ async fn gathers_every_fact_and_the_diagnosis_passes() {
 async fn missing_role_is_a_fact_and_unknown_cluster_is_unknown() {
     let Env { _moto, facts, .. } = env(AwsFactsConfig::default()).await;
     let missing = RoleArn::parse(&format!("arn:aws:iam::{ACCOUNT}:role/nope")).unwrap();
-    assert_eq!(facts.role(&missing).await, Fact::Known(None));
+    assert_eq!(facts.role(&LANE, &missing).await, Fact::Known(None));
     let err = facts.cluster_issuer("no-such-cluster").await.unwrap_err();
     assert_eq!(err.reason, Reason::ClusterIssuerUnknown);
     let mut f = Facts::for_service_account(service_account("a", "b", &missing.to_string()));
     f.issuer = Fact::Known(Issuer::parse("oidc.eks.us-east-1.amazonaws.com/id/X").unwrap());
-    f.role = facts.role(&missing).await;
+    f.role = facts.role(&LANE, &missing).await;
     assert_eq!(
         diagnose(&f)
             .condition(ConditionType::TrustPolicyValid)
@@ -180,14 +183,17 @@ async fn cache_hits_and_concurrent_lookups_make_one_call() {
     let lookups: Vec<_> = (0..100)
         .map(|_| {
             let (facts, role) = (facts.clone(), role.clone());
-            tokio::spawn(async move { facts.role(&role).await })
+            tokio::spawn(async move { facts.role(&LANE, &role).await })
         })
         .collect();
     for l in lookups {
         assert!(matches!(l.await.unwrap(), Fact::Known(Some(_))));
     }
     assert_eq!(facts.call_stats().calls("GetRole"), 1);
-    assert!(matches!(facts.role(&role).await, Fact::Known(Some(_))));
+    assert!(matches!(
+        facts.role(&LANE, &role).await,
+        Fact::Known(Some(_))
+    ));
     assert_eq!(
         facts.call_stats().calls("GetRole"),
         1,
@@ -231,7 +237,7 @@ async fn the_concurrency_bound_holds() {
         .into_iter()
         .map(|role| {
             let facts = facts.clone();
-            tokio::spawn(async move { facts.role(&role).await })
+            tokio::spawn(async move { facts.role(&LANE, &role).await })
         })
         .collect();
     for l in lookups {
@@ -246,7 +252,7 @@ async fn the_concurrency_bound_holds() {
 async fn other_accounts_without_a_role_to_assume_are_unknown_not_errors() {
     let Env { _moto, facts, .. } = env(AwsFactsConfig::default()).await;
     let foreign = RoleArn::parse("arn:aws:iam::444455556666:role/x").unwrap();
-    let fact = facts.role(&foreign).await;
+    let fact = facts.role(&LANE, &foreign).await;
     let Fact::Unavailable(u) = &fact else {
         panic!("{fact:?}")
     };
@@ -293,7 +299,10 @@ async fn roles_of_other_accounts_are_read_through_the_configured_role() {
     let issuer = Issuer::parse("oidc.eks.us-east-1.amazonaws.com/id/ABC").unwrap();
     let role = create_role(&other, "cross", &trust_policy(&issuer, "a", "b")).await;
     assert_eq!(role.account(), foreign_account);
-    assert!(matches!(facts.role(&role).await, Fact::Known(Some(_))));
+    assert!(matches!(
+        facts.role(&LANE, &role).await,
+        Fact::Known(Some(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +316,7 @@ async fn the_rate_limit_holds() {
     let start = std::time::Instant::now();
     for i in 0..11 {
         let role = RoleArn::parse(&format!("arn:aws:iam::{ACCOUNT}:role/none-{i}")).unwrap();
-        assert_eq!(facts.role(&role).await, Fact::Known(None));
+        assert_eq!(facts.role(&LANE, &role).await, Fact::Known(None));
     }
     // 12 calls (identity + 11 GetRole) at 20/s with no burst need at least 11 intervals of 50 ms.
     assert!(

@@ -7,12 +7,25 @@ use crate::policy::PolicyDocument;
 use crate::probe;
 use crate::reason::{ConditionType as C, Reason, Severity};
 use crate::report::{ConditionVerdict, Finding, Report, Status};
-use crate::trust::{evaluate, WebIdentityRequest};
+use crate::text::{escape_untrusted, escape_untrusted_owned};
+use crate::trust::{evaluate, evaluate_for, Disclosure, WebIdentityRequest, WITHHELD};
 use crate::workloads;
 
-/// Runs every check the facts allow and summarises them.
+/// Runs every check the facts allow and summarises them, quoting whatever explains a verdict
+/// ([`Disclosure::Full`]: `lint` and `check`, whose users read the policies with their own access).
 pub fn diagnose(facts: &Facts) -> Report {
-    let mut d = Diagnosis::default();
+    diagnose_with(facts, Disclosure::Full)
+}
+
+/// [`diagnose`], quoting a role's trust policy only as far as `disclosure` allows. The operator
+/// diagnoses for whoever may read a namespace's Events and IrsaChecks, with its own AWS access, so
+/// it uses [`Disclosure::AdmittedOnly`]: a role whose trust policy does not admit the
+/// ServiceAccount is said to refuse it, with no other content of its policy.
+pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
+    let mut d = Diagnosis {
+        disclosure,
+        ..Diagnosis::default()
+    };
     let (sa, role) = match d.check_service_account(facts) {
         Some((sa, role)) => (Some(sa), role),
         None => (None, None),
@@ -37,6 +50,33 @@ struct Diagnosis {
     pending_sa_message: Option<String>,
     /// What the probe ran as.
     assumed_arn: Option<String>,
+    /// How much of a trust policy findings may quote.
+    disclosure: Disclosure,
+    /// Whether the role's trust policy admits the ServiceAccount, once evaluated.
+    trust_admits: Option<bool>,
+    /// Why checks that need the role do not run, when the ServiceAccount names none they may use.
+    no_role: Option<&'static str>,
+}
+
+/// Whether the role a ServiceAccount names trusts it ([`crate::trust::TrustVerdict::admits`]), from
+/// the facts gathered so far; `None` when that is not known yet (no valid or allowed role, no issuer,
+/// no trust policy, or one that does not parse). Gathering asks IAM to simulate the role's
+/// permissions only when this is `Some(true)`.
+pub fn trust_admits(facts: &Facts) -> Option<bool> {
+    let sa = facts.service_account.known()?.as_ref()?;
+    let role = RoleArn::parse(sa.role_arn_annotation()?).ok()?;
+    if facts
+        .allowed_roles
+        .as_ref()
+        .is_some_and(|a| !a.admits(&role))
+    {
+        return None;
+    }
+    let issuer = facts.issuer.known()?;
+    let found = facts.role.known()?.as_ref()?;
+    let policy = PolicyDocument::parse(&found.trust_policy).ok()?;
+    let request = WebIdentityRequest::new(issuer, &role, &sa.namespace, &sa.name, sa.audience());
+    Some(evaluate(&policy, &request).admits())
 }
 
 impl Diagnosis {
@@ -50,6 +90,12 @@ impl Diagnosis {
 
     fn skipped(&mut self, condition: C, why: &str) {
         self.add(Reason::CheckSkipped, condition, why);
+    }
+
+    /// Why the checks that need the role cannot run.
+    fn no_role(&self) -> &'static str {
+        self.no_role
+            .unwrap_or("the ServiceAccount names no valid role")
     }
 
     /// The value of a known fact. For one that could not be learned or was not looked for,
@@ -176,7 +222,23 @@ impl Diagnosis {
                     None
                 }
                 Some(value) => match RoleArn::parse(value) {
-                    Ok(arn) => Some(arn),
+                    Ok(arn) => match &facts.allowed_roles {
+                        Some(allowed) if !allowed.admits(&arn) => {
+                            self.add(
+                                Reason::RoleNotAllowed,
+                                cond,
+                                format!(
+                                    "{who} is annotated with role {arn}, which is not among the roles this \
+                                     operator may look up (--allowed-role-arns {allowed}); nothing about it \
+                                     was asked of AWS"
+                                ),
+                            );
+                            self.no_role =
+                                Some("the ServiceAccount's role is outside --allowed-role-arns");
+                            None
+                        }
+                        _ => Some(arn),
+                    },
                     Err(e) => {
                         self.add(
                             Reason::RoleArnMalformed,
@@ -221,7 +283,7 @@ impl Diagnosis {
     fn check_oidc_provider(&mut self, facts: &Facts, role: Option<&RoleArn>, audience: &str) {
         let cond = C::OidcProviderValid;
         let Some(role) = role else {
-            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+            return self.not_evaluated(cond, self.no_role());
         };
         let Some(issuer) = self.known_or_close(cond, &facts.issuer, Reason::OIDCProviderFound)
         else {
@@ -295,7 +357,7 @@ impl Diagnosis {
     ) {
         let cond = C::TrustPolicyValid;
         let (Some(sa), Some(role)) = (sa, role) else {
-            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+            return self.not_evaluated(cond, self.no_role());
         };
         let Fact::Known(issuer) = &facts.issuer else {
             return self.not_evaluated(cond, "the cluster's OIDC issuer is unknown");
@@ -314,7 +376,7 @@ impl Diagnosis {
         };
         let trust_policy = &found.trust_policy;
         let request = WebIdentityRequest::new(issuer, role, &sa.namespace, &sa.name, sa.audience());
-        self.evaluate_trust(role, trust_policy, &request);
+        self.trust_admits = Some(self.evaluate_trust(role, trust_policy, &request));
         self.close(
             cond,
             Reason::TrustPolicyAllows,
@@ -325,25 +387,40 @@ impl Diagnosis {
         );
     }
 
-    fn evaluate_trust(&mut self, role: &RoleArn, trust_policy: &str, request: &WebIdentityRequest) {
+    /// Records the trust policy's findings; returns whether it admits the ServiceAccount.
+    fn evaluate_trust(
+        &mut self,
+        role: &RoleArn,
+        trust_policy: &str,
+        request: &WebIdentityRequest,
+    ) -> bool {
         let cond = C::TrustPolicyValid;
         let policy = match PolicyDocument::parse(trust_policy) {
             Ok(p) => p,
             Err(e) => {
-                return self.add(
-                    Reason::TrustPolicyInvalid,
-                    cond,
-                    format!("trust policy of {role}: {e}"),
-                )
+                // The parser's message may quote the document, and a policy that cannot be
+                // evaluated admits nobody: only lint and check (Full) say what is wrong with it.
+                let message = match self.disclosure {
+                    Disclosure::Full => format!("trust policy of {role}: {e}"),
+                    Disclosure::AdmittedOnly => {
+                        format!(
+                            "the trust policy of {role} is not a valid policy document; {WITHHELD}"
+                        )
+                    }
+                };
+                self.add(Reason::TrustPolicyInvalid, cond, message);
+                return false;
             }
         };
-        for f in evaluate(&policy, request).findings {
+        let verdict = evaluate_for(&policy, request, self.disclosure);
+        for f in &verdict.findings {
             self.add(
                 f.reason,
                 cond,
                 format!("trust policy of {role}: {}", f.message),
             );
         }
+        verdict.admits()
     }
 
     fn check_permissions(&mut self, facts: &Facts, role: Option<&RoleArn>) {
@@ -356,10 +433,17 @@ impl Diagnosis {
             );
         }
         let Some(role) = role else {
-            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+            return self.not_evaluated(cond, self.no_role());
         };
         if matches!(facts.role, Fact::Known(None)) {
             return self.not_evaluated(cond, "the role does not exist");
+        }
+        if self.trust_admits == Some(false) {
+            // Nor simulated: what a role may do is not told to whom it does not trust.
+            return self.not_evaluated(
+                cond,
+                "the role's trust policy does not admit this ServiceAccount",
+            );
         }
         match &facts.permissions {
             Fact::Known(verdicts) => {
@@ -408,7 +492,7 @@ impl Diagnosis {
             return self.close(cond, Reason::ProbeDisabled, why.clone());
         }
         let (Some(_), Some(role)) = (sa, role) else {
-            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+            return self.not_evaluated(cond, self.no_role());
         };
         let observation = match probe {
             Fact::Known(o) => o,
@@ -446,7 +530,7 @@ impl Diagnosis {
         };
         let (Some(annotation), Some(_)) = (sa.and_then(ServiceAccount::role_arn_annotation), role)
         else {
-            return self.not_evaluated(cond, "the ServiceAccount names no valid role");
+            return self.not_evaluated(cond, self.no_role());
         };
         if pods.is_empty() {
             return self.close(
@@ -504,13 +588,19 @@ impl Diagnosis {
         self.findings.sort_by_key(|f| f.condition);
         let ready = ready(&self.conditions, &facts.namespace, &facts.name);
         self.conditions.push(ready);
+        // Findings are escaped as they are made (Finding::new); verdicts also carry success
+        // messages and names, so every one is escaped here, once all are written.
+        for c in &mut self.conditions {
+            c.message = escape_untrusted_owned(std::mem::take(&mut c.message));
+        }
         Report {
-            service_account: format!("{}/{}", facts.namespace, facts.name),
+            service_account: escape_untrusted_owned(format!("{}/{}", facts.namespace, facts.name)),
             role_arn: facts
                 .service_account
                 .known()
-                .and_then(|sa| sa.as_ref()?.role_arn_annotation().map(str::to_string)),
-            assumed_arn: self.assumed_arn,
+                .and_then(|sa| sa.as_ref()?.role_arn_annotation())
+                .map(|arn| escape_untrusted(arn).into_owned()),
+            assumed_arn: self.assumed_arn.map(escape_untrusted_owned),
             findings: self.findings,
             conditions: self.conditions,
         }

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod probe;
 pub mod reason;
 pub mod report;
+pub mod text;
 pub mod trust;
 pub mod workloads;
 

@@ -142,6 +142,8 @@ catalogue! {
         "Set the annotation to the role's ARN exactly as IAM prints it: arn:<partition>:iam::<account>:role/<path/><name>.";
     RoleArnMismatch, Some(C::ServiceAccountValid), Error,
         "Make the annotation and spec.expectedRoleArn agree: fix whichever one drifted.";
+    RoleNotAllowed, Some(C::ServiceAccountValid), Error,
+        "Annotate the ServiceAccount with a role the operator's --allowed-role-arns admits, or ask its administrator to admit this role.";
     AudienceAnnotationMismatch, Some(C::ServiceAccountValid), Warning,
         "Remove eks.amazonaws.com/audience (the default is sts.amazonaws.com) or admit that audience in the trust policy and the provider.";
     TokenExpirationInvalid, Some(C::ServiceAccountValid), Warning,
@@ -198,6 +200,8 @@ catalogue! {
         "Check scheduling and STS reachability from the namespace, or raise spec.probe.timeout.";
     ProbeNotRun, Some(C::ProbeSucceeded), Unknown,
         "Nothing to fix in the setup: the probe pod could not be created or read (API error); it runs again on the next reconcile.";
+    ProbePending, Some(C::ProbeSucceeded), Unknown,
+        "Nothing to fix in the setup: every probe slot (--max-concurrent-probes) is busy; the probe runs as soon as one frees up.";
     ProbeFailed, Some(C::ProbeSucceeded), Error,
         "Read the CLI's error in the message; it names what AWS refused.";
     StalePodsFound, Some(C::WorkloadsValid), Error,

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use crate::reason::{ConditionType, Reason, Severity};
+use crate::text::escape_untrusted_owned;
 
 /// A condition's status, as Kubernetes writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,7 +50,7 @@ pub struct Finding {
     pub severity: Severity,
     /// The condition it affects.
     pub condition: ConditionType,
-    /// What was expected, what was found.
+    /// What was expected, what was found; control and format characters escaped.
     pub message: String,
     /// How to fix it.
     pub fix: &'static str,
@@ -57,12 +58,16 @@ pub struct Finding {
 
 impl Finding {
     /// A finding of `reason` on `condition` with a message.
+    ///
+    /// Messages quote what users wrote (annotation values, names, trust-policy values, probe
+    /// output) and end up in terminals, logs, status and Events, so every one is escaped here
+    /// ([`crate::text::escape_untrusted`]), whoever built it.
     pub fn new(reason: Reason, condition: ConditionType, message: impl Into<String>) -> Finding {
         Finding {
             reason,
             severity: reason.severity(),
             condition,
-            message: message.into(),
+            message: escape_untrusted_owned(message.into()),
             fix: reason.remediation(),
         }
     }
@@ -78,11 +83,13 @@ pub struct ConditionVerdict {
     pub status: Status,
     /// CamelCase reason from the catalogue.
     pub reason: Reason,
-    /// A human sentence: what was checked, what was found, the fix.
+    /// A human sentence: what was checked, what was found, the fix. [`crate::diagnose()`] escapes
+    /// control and format characters in it.
     pub message: String,
 }
 
-/// The full diagnosis of one ServiceAccount.
+/// The full diagnosis of one ServiceAccount. [`crate::diagnose()`] escapes control and format
+/// characters ([`crate::text::escape_untrusted`]) in every text field: they quote what users wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {

@@ -1,6 +1,10 @@
 //! Trust evaluation: would STS let a pod of this ServiceAccount call `AssumeRoleWithWebIdentity`
 //! on this role, and if not, why. IAM's rules: explicit Deny wins, every condition of a statement
 //! must hold, any value of a key may match.
+//!
+//! How much of the policy a finding may quote is decided here too ([`Disclosure`]): whoever reads
+//! the operator's findings on a ServiceAccount may only be able to edit its annotation, so a role
+//! that does not trust that ServiceAccount is not described to them.
 
 use wildmatch::WildMatch;
 
@@ -171,6 +175,107 @@ pub struct TrustVerdict {
     pub allowed: Tri,
     /// Why it refuses, or what to watch even though it allows.
     pub findings: Vec<TrustFinding>,
+}
+
+impl TrustVerdict {
+    /// Whether the policy admits the ServiceAccount: STS would allow it (True), or nothing
+    /// that can be evaluated refuses it and only request context decides (Unknown). Only then may
+    /// the role be described to whoever controls the ServiceAccount (see [`Disclosure`]), and its
+    /// permissions simulated for them.
+    pub fn admits(&self) -> bool {
+        self.allowed != Tri::False
+    }
+}
+
+/// How much of a trust policy findings may quote.
+///
+/// A ServiceAccount's role ARN is an annotation anyone who may edit the namespace can set, to
+/// any role. Quoting that role's trust policy (the subjects of other namespaces, the providers
+/// of other clusters, its condition values, its statements) would make irsa-doctor an oracle for
+/// roles the ServiceAccount cannot use. So the operator, which serves every namespace with its
+/// own credentials, uses [`Disclosure::AdmittedOnly`]; `lint` (the user's own files) and
+/// `check` (the caller's own AWS credentials, which could read the policy anyway) use
+/// [`Disclosure::Full`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Disclosure {
+    /// Quote whatever explains the verdict.
+    #[default]
+    Full,
+    /// Quote the policy only when it admits the ServiceAccount ([`TrustVerdict::admits`]);
+    /// otherwise say which of this ServiceAccount's own values it refuses, and nothing else of it.
+    AdmittedOnly,
+}
+
+/// Evaluates `policy` for `request` and words the findings as `disclosure` allows.
+pub fn evaluate_for(
+    policy: &PolicyDocument,
+    request: &WebIdentityRequest,
+    disclosure: Disclosure,
+) -> TrustVerdict {
+    let verdict = evaluate(policy, request);
+    if disclosure == Disclosure::Full || verdict.admits() {
+        return verdict;
+    }
+    let mut findings: Vec<TrustFinding> = verdict
+        .findings
+        .iter()
+        .map(|f| TrustFinding {
+            reason: f.reason,
+            message: withheld(f.reason, request),
+        })
+        .collect();
+    dedup(&mut findings);
+    TrustVerdict {
+        allowed: verdict.allowed,
+        findings,
+    }
+}
+
+/// Appended to every message about a policy that does not admit the ServiceAccount.
+pub const WITHHELD: &str =
+    "the rest of the trust policy is not shown, since the role does not trust this \
+     ServiceAccount (irsa-doctor check, with AWS credentials that may read the role, shows it)";
+
+/// What a finding on a policy that does not admit the ServiceAccount says: only what this
+/// ServiceAccount's own token presents (its subject, audience, this cluster's provider) and which
+/// of these the policy refuses, by reason. Built from the request alone, so nothing of the policy
+/// can slip in.
+pub fn withheld(reason: Reason, request: &WebIdentityRequest) -> String {
+    let subject = &request.subject;
+    let provider = request.provider.to_string();
+    let refusal = match reason {
+        Reason::TrustPolicyNoWebIdentityStatement => format!(
+            "no Allow statement grants {WEB_IDENTITY_ACTION} to a Federated principal; expected one with \
+             Principal.Federated {provider:?}"
+        ),
+        Reason::TrustPolicyProviderMismatch => format!(
+            "the role does not trust this cluster's OIDC provider; expected Principal.Federated {provider:?} \
+             (issuer {})",
+            request.issuer.url()
+        ),
+        Reason::TrustPolicyConditionKeyMalformed => format!(
+            "the role's statement for this cluster's provider conditions on a key this cluster's tokens do \
+             not carry, so it never admits {subject:?}; expected {:?} and {:?}",
+            request.issuer.condition_key("sub"),
+            request.issuer.condition_key("aud")
+        ),
+        Reason::TrustPolicySubjectMismatch => {
+            format!("the role does not trust this ServiceAccount: its :sub condition does not admit {subject:?}")
+        }
+        Reason::TrustPolicyAudienceMismatch => format!(
+            "the role does not admit this ServiceAccount's token audience {:?}",
+            request.audience
+        ),
+        Reason::TrustPolicyWildcardWithoutLike => format!(
+            "a condition compares a value with * or ? literally (not with StringLike), so it never matches \
+             {subject:?}"
+        ),
+        Reason::TrustPolicyExplicitDeny => format!(
+            "a Deny statement matches {subject:?}; an explicit Deny overrides every Allow"
+        ),
+        _ => format!("the role does not trust {subject:?}"),
+    };
+    format!("{refusal}; {WITHHELD}")
 }
 
 /// Evaluates `policy` for `request` as STS would, and explains the outcome.
@@ -674,5 +779,262 @@ mod tests {
         assert_eq!(reasons(&v), [Reason::TrustPolicyConditionUnverifiable]);
         // A subject mismatch is still a definite refusal whatever the unknowable key says.
         assert_eq!(evaluate(&p, &request("a", "x")).allowed, Tri::False);
+    }
+
+    /// What an operator's finding on a role that does not trust the ServiceAccount may not show.
+    const SECRETS: [&str; 5] = [
+        "secret-app",
+        "other:",
+        "OTHERCLUSTER0000000000000000000",
+        "TeamSecret",
+        "10.0.0.0",
+    ];
+
+    fn other_provider() -> String {
+        "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/OTHERCLUSTER0000000000000000000".to_string()
+    }
+
+    fn assert_discloses_nothing(v: &TrustVerdict) {
+        assert!(!v.findings.is_empty());
+        for f in &v.findings {
+            for secret in SECRETS {
+                assert!(!f.message.contains(secret), "{secret:?} in {:?}", f.message);
+            }
+            // No statement is pointed at: its number or Sid is the policy's text too.
+            assert!(!f.message.contains("statement 1"), "{}", f.message);
+            assert!(f.message.contains(WITHHELD), "{}", f.message);
+        }
+    }
+
+    #[test]
+    fn a_policy_for_another_cluster_is_not_described_to_the_operator_s_readers() {
+        let p = policy(&format!(
+            r#"[{{"Sid":"TeamSecret","Effect":"Allow","Principal":{{"Federated":"{}"}},
+                "Action":"sts:AssumeRoleWithWebIdentity",
+                "Condition":{{"StringEquals":{{"oidc.eks.eu-west-1.amazonaws.com/id/OTHERCLUSTER0000000000000000000:sub":"system:serviceaccount:other:secret-app"}}}}}}]"#,
+            other_provider()
+        ));
+        let request = request("a", "b");
+        let full = evaluate_for(&p, &request, Disclosure::Full);
+        assert_eq!(full, evaluate(&p, &request));
+        assert_eq!(reasons(&full), [Reason::TrustPolicyProviderMismatch]);
+        assert!(full.findings[0].message.contains("OTHERCLUSTER"));
+        let withheld = evaluate_for(&p, &request, Disclosure::AdmittedOnly);
+        assert_eq!(withheld.allowed, Tri::False);
+        assert_eq!(reasons(&withheld), [Reason::TrustPolicyProviderMismatch]);
+        assert_discloses_nothing(&withheld);
+        // It says which provider it expected: this cluster's, the reader's own.
+        assert!(
+            withheld.findings[0]
+                .message
+                .contains(&request.provider.to_string()),
+            "{}",
+            withheld.findings[0].message
+        );
+    }
+
+    #[test]
+    fn another_subject_deny_and_key_values_are_not_quoted_when_the_policy_refuses() {
+        let request = request("a", "b");
+        let cases = [
+            (
+                web_identity(&format!(
+                    r#"{{"StringEquals":{{"{HP}:sub":["system:serviceaccount:other:secret-app"]}}}}"#
+                )),
+                Reason::TrustPolicySubjectMismatch,
+            ),
+            (
+                web_identity(&format!(
+                    r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:b","{HP}:aud":"other:secret-app"}}}}"#
+                )),
+                Reason::TrustPolicyAudienceMismatch,
+            ),
+            (
+                web_identity(
+                    r#"{"StringEquals":{"oidc.eks.eu-west-1.amazonaws.com/id/OTHERCLUSTER0000000000000000000:sub":"system:serviceaccount:other:secret-app"}}"#,
+                ),
+                Reason::TrustPolicyConditionKeyMalformed,
+            ),
+            (
+                web_identity(&format!(
+                    r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:*"}}}}"#
+                )),
+                Reason::TrustPolicyWildcardWithoutLike,
+            ),
+        ];
+        for (statement, reason) in cases {
+            let p = policy(&format!("[{statement}]"));
+            let v = evaluate_for(&p, &request, Disclosure::AdmittedOnly);
+            assert_eq!(reasons(&v), [reason], "{statement}");
+            assert_discloses_nothing(&v);
+            assert!(
+                v.findings[0].message.contains("system:serviceaccount:a:b")
+                    || reason == Reason::TrustPolicyAudienceMismatch
+            );
+        }
+        // An explicit Deny, with conditions, next to an Allow for this ServiceAccount.
+        let p = policy(&format!(
+            r#"[{},{{"Sid":"TeamSecret","Effect":"Deny","Principal":{{"Federated":"arn:aws:iam::111122223333:oidc-provider/{HP}"}},
+               "Action":"sts:AssumeRoleWithWebIdentity","Condition":{{"StringNotLike":{{"{HP}:sub":"system:serviceaccount:other:secret-app"}}}}}}]"#,
+            web_identity(&format!(
+                r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:b"}}}}"#
+            ))
+        ));
+        let v = evaluate_for(&p, &request, Disclosure::AdmittedOnly);
+        assert_eq!(reasons(&v), [Reason::TrustPolicyExplicitDeny]);
+        assert_discloses_nothing(&v);
+        assert!(evaluate(&p, &request).findings[0]
+            .message
+            .contains("secret-app"));
+    }
+
+    #[test]
+    fn a_policy_that_admits_the_service_account_is_described_in_full() {
+        // Admitted with a warning: the pattern is the reader's own business.
+        let p = policy(&web_identity(&format!(
+            r#"{{"StringLike":{{"{HP}:sub":"system:serviceaccount:a:*"}}}}"#
+        )));
+        let request = request("a", "b");
+        let v = evaluate_for(&p, &request, Disclosure::AdmittedOnly);
+        assert!(v.admits());
+        assert_eq!(v, evaluate(&p, &request));
+        assert_eq!(reasons(&v), [Reason::TrustPolicySubjectTooBroad]);
+        assert!(v.findings[0].message.contains("system:serviceaccount:a:*"));
+        // Unknown (request context decides) admits: nothing evaluable refuses it.
+        let p = policy(&web_identity(&format!(
+            r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:b"}},"IpAddress":{{"aws:SourceIp":"10.0.0.0/8"}}}}"#
+        )));
+        let v = evaluate_for(&p, &request, Disclosure::AdmittedOnly);
+        assert_eq!(v.allowed, Tri::Unknown);
+        assert!(v.admits());
+        assert_eq!(v, evaluate(&p, &request));
+        assert!(!evaluate(&p, &super::tests::request("a", "c")).admits());
+    }
+
+    /// The whole report the operator writes (status, Events) for a ServiceAccount whose role
+    /// trusts another namespace's ServiceAccount through another cluster's provider: nothing of
+    /// the policy, and no permission verdicts even when some were gathered.
+    #[test]
+    fn the_operator_s_report_on_a_role_that_refuses_quotes_nothing_of_it() {
+        use crate::diagnose::{diagnose, diagnose_with, trust_admits};
+        use crate::facts::{
+            Fact, Facts, PermissionDecision, PermissionRequest, PermissionVerdict, Role,
+        };
+        use crate::report::Status;
+        use crate::{ConditionType, ServiceAccount};
+
+        let role = "arn:aws:iam::111122223333:role/victim";
+        let sa = ServiceAccount {
+            namespace: "a".into(),
+            name: "b".into(),
+            annotations: [("eks.amazonaws.com/role-arn".to_string(), role.to_string())].into(),
+        };
+        let trust = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"TeamSecret","Effect":"Allow","Principal":{{"Federated":"{}"}},
+               "Action":"sts:AssumeRoleWithWebIdentity",
+               "Condition":{{"StringEquals":{{"oidc.eks.eu-west-1.amazonaws.com/id/OTHERCLUSTER0000000000000000000:sub":"system:serviceaccount:other:secret-app"}}}}}}]}}"#,
+            other_provider()
+        );
+        let request = PermissionRequest {
+            action: "s3:GetObject".into(),
+            resource: "*".into(),
+        };
+        let mut facts = Facts::offline(sa, Issuer::parse(HP).unwrap(), None, |_| {
+            Some(trust.clone())
+        });
+        facts.permission_requests = vec![request.clone()];
+        facts.permissions = Fact::Known(vec![PermissionVerdict {
+            request,
+            decision: PermissionDecision::ExplicitDeny,
+            matched_statements: vec!["secret-app-policy".into()],
+        }]);
+        assert_eq!(trust_admits(&facts), Some(false));
+        let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
+        let text = serde_json::to_string(&report).unwrap();
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret:?} in {text}");
+        }
+        assert_eq!(report.ready().reason, Reason::TrustPolicyProviderMismatch);
+        let permissions = report.condition(ConditionType::PermissionsValid).unwrap();
+        assert_eq!(
+            (permissions.status, permissions.reason),
+            (Status::Unknown, Reason::NotEvaluated)
+        );
+        // lint and check (the caller's own files and credentials) say everything.
+        let full = serde_json::to_string(&diagnose(&facts)).unwrap();
+        assert!(full.contains("OTHERCLUSTER0000000000000000000"), "{full}");
+        // A role that admits the ServiceAccount is described, and its permissions evaluated.
+        facts.role = Fact::Known(Some(Role {
+            trust_policy: format!(
+                r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+                web_identity(&format!(
+                    r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:b"}}}}"#
+                ))
+            ),
+        }));
+        assert_eq!(trust_admits(&facts), Some(true));
+        let admitted = diagnose_with(&facts, Disclosure::AdmittedOnly);
+        assert_eq!(admitted.ready().reason, Reason::PermissionDenied);
+        assert!(serde_json::to_string(&admitted)
+            .unwrap()
+            .contains("secret-app-policy"));
+    }
+
+    #[test]
+    fn a_role_outside_the_allowed_patterns_is_not_allowed_and_nothing_needing_it_runs() {
+        use crate::diagnose::{diagnose, trust_admits};
+        use crate::facts::{AllowedRoles, Facts, RoleArnPattern};
+        use crate::report::Status;
+        use crate::{ConditionType, ServiceAccount};
+
+        let sa = |role: &str| ServiceAccount {
+            namespace: "a".into(),
+            name: "b".into(),
+            annotations: [("eks.amazonaws.com/role-arn".to_string(), role.to_string())].into(),
+        };
+        let allowed = AllowedRoles::new(vec![
+            RoleArnPattern::parse("arn:aws:iam::*:role/irsa/*").unwrap()
+        ]);
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+            web_identity(&format!(
+                r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:b"}}}}"#
+            ))
+        );
+        let facts_for = |role: &str| {
+            let mut f = Facts::offline(sa(role), Issuer::parse(HP).unwrap(), None, |_| {
+                Some(policy.clone())
+            });
+            f.allowed_roles = allowed.clone();
+            f
+        };
+        let outside = facts_for("arn:aws:iam::111122223333:role/victim");
+        assert_eq!(trust_admits(&outside), None);
+        let report = diagnose(&outside);
+        let sa_valid = report
+            .condition(ConditionType::ServiceAccountValid)
+            .unwrap();
+        assert_eq!(
+            (sa_valid.status, sa_valid.reason),
+            (Status::False, Reason::RoleNotAllowed)
+        );
+        assert!(sa_valid.message.contains("arn:aws:iam::*:role/irsa/*"));
+        let trust = report.condition(ConditionType::TrustPolicyValid).unwrap();
+        assert_eq!(trust.reason, Reason::NotEvaluated);
+        assert!(
+            trust.message.contains("--allowed-role-arns"),
+            "{}",
+            trust.message
+        );
+        assert_eq!(report.ready().reason, Reason::RoleNotAllowed);
+        // A role the patterns admit is diagnosed as usual.
+        let inside = diagnose(&facts_for("arn:aws:iam::111122223333:role/irsa/app"));
+        assert_eq!(
+            inside
+                .condition(ConditionType::TrustPolicyValid)
+                .unwrap()
+                .reason,
+            Reason::TrustPolicyAllows
+        );
     }
 }

@@ -29,6 +29,8 @@ fn needs_live_facts(reason: Reason) -> bool {
             | Reason::KubernetesApiUnavailable
             | Reason::NotEvaluated
             | Reason::SpecInvalid
+            // The operator's --allowed-role-arns, which lint does not have.
+            | Reason::RoleNotAllowed
     )
 }
 

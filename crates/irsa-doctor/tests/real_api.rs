@@ -155,27 +155,13 @@ async fn a_long_warning_fits_the_event_note_limit() {
     let aws = moto::Moto::start();
     let admin = Clients::new(&aws.loader().load().await);
     bootstrap_cluster(&cluster).await;
-    let host_path = create_provider(&cluster, &admin).await;
-    // A trust policy that admits 60 other ServiceAccounts: the mismatch message lists them.
-    let subjects: Vec<String> = (0..60)
-        .map(|i| format!("system:serviceaccount:reports:a-rather-long-service-account-name-{i}"))
-        .collect();
-    let policy = json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{host_path}")},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {format!("{host_path}:sub"): subjects, format!("{host_path}:aud"): "sts.amazonaws.com"}}}]});
-    admin
-        .iam
-        .create_role()
-        .role_name("many")
-        .assume_role_policy_document(policy.to_string())
-        .send()
-        .await
-        .unwrap();
+    create_provider(&cluster, &admin).await;
+    // A user ARN of 1,500 characters where a role ARN belongs: the RoleArnMalformed message
+    // quotes the value, so it is far longer than an Event note may be.
+    let annotation = format!("arn:aws:iam::{ACCOUNT}:user/{}", "a".repeat(1500));
     let client = cluster.client();
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "verbose",
-        "annotations": {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::{ACCOUNT}:role/many")}}}))
+        "annotations": {"eks.amazonaws.com/role-arn": annotation}}}))
     .unwrap();
     Api::<ServiceAccount>::namespaced(client.clone(), "reports")
         .create(&PostParams::default(), &sa)
@@ -194,10 +180,7 @@ async fn a_long_warning_fits_the_event_note_limit() {
     )
     .await;
     let note = warning.message.unwrap_or_default();
-    assert_eq!(
-        warning.reason.as_deref(),
-        Some("TrustPolicySubjectMismatch")
-    );
+    assert_eq!(warning.reason.as_deref(), Some("RoleArnMalformed"));
     assert!(
         note.len() <= 1024 && note.ends_with('…'),
         "{} bytes: {note}",

@@ -8,7 +8,23 @@ use serde::{Deserialize, Serialize};
 use super::duration::{
     DURATION_MAX_LENGTH, DURATION_PATTERN, MAX_PROBE_TIMEOUT, MIN_INTERVAL, MIN_PROBE_TIMEOUT,
 };
-use super::validation::{DNS1123_SUBDOMAIN_PATTERN, IAM_ACTION_PATTERN};
+use super::validation::{
+    ACTION_MAX_LENGTH, ARN_MAX_LENGTH, DNS1123_SUBDOMAIN_PATTERN, IAM_ACTION_PATTERN,
+    MAX_PERMISSIONS, SERVICE_ACCOUNT_NAME_MAX_LENGTH,
+};
+
+/// At most this many findings are listed in the status (the conditions summarise them); the
+/// operator keeps the worst.
+pub const MAX_STATUS_FINDINGS: usize = 32;
+/// A listed finding's message is at most this long (the operator truncates it, in bytes, which
+/// also bounds it in characters, what the API server counts).
+const STATUS_FINDING_MESSAGE_MAX_LENGTH: usize = 1024;
+/// The operator writes seven condition types; room for a few more without a schema change.
+const MAX_STATUS_CONDITIONS: usize = 16;
+/// Reasons are catalogue identifiers, the longest under 40 characters.
+const REASON_MAX_LENGTH: usize = 64;
+/// `error`, `warning` or `unknown`.
+const SEVERITY_MAX_LENGTH: usize = 16;
 
 /// Asks irsa-doctor to diagnose IAM Roles for Service Accounts (IRSA) for one ServiceAccount of this namespace.
 ///
@@ -58,7 +74,10 @@ use super::validation::{DNS1123_SUBDOMAIN_PATTERN, IAM_ACTION_PATTERN};
 #[serde(rename_all = "camelCase")]
 pub struct IrsaCheckSpec {
     /// The ServiceAccount to diagnose, in the IrsaCheck's own namespace.
-    #[schemars(regex(pattern = DNS1123_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
+    #[schemars(
+        regex(pattern = DNS1123_SUBDOMAIN_PATTERN),
+        length(min = 1, max = SERVICE_ACCOUNT_NAME_MAX_LENGTH)
+    )]
     pub service_account_name: String,
 
     /// How often the full diagnosis re-runs: whole hours, minutes and seconds, e.g. 30m, 1h, 1h30m; at least 1m.
@@ -75,10 +94,14 @@ pub struct IrsaCheckSpec {
 
     /// The role ARN the ServiceAccount's eks.amazonaws.com/role-arn annotation must carry: a guard against drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ARN_MAX_LENGTH))]
     pub expected_role_arn: Option<String>,
 
-    /// What the role must be allowed to do, checked by IAM policy simulation.
+    /// What the role must be allowed to do, checked by IAM policy simulation; at most 50 entries.
+    // Each entry is one simulated action and possibly one finding: the bound keeps a run's IAM
+    // calls, the object and its status small.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PERMISSIONS))]
     pub permissions: Vec<Permission>,
 
     /// The test pod that assumes the role for real, as the ServiceAccount.
@@ -91,12 +114,12 @@ pub struct IrsaCheckSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Permission {
     /// An IAM action, <service>:<action>, e.g. s3:GetObject; * and ? are allowed in the action part.
-    #[schemars(regex(pattern = IAM_ACTION_PATTERN))]
+    #[schemars(regex(pattern = IAM_ACTION_PATTERN), length(max = ACTION_MAX_LENGTH))]
     pub action: String,
 
     /// The resource ARN the action must be allowed on, e.g. arn:aws:s3:::reports/*. Defaults to "*".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = ARN_MAX_LENGTH))]
     pub resource: Option<String>,
 }
 
@@ -148,10 +171,12 @@ pub struct IrsaCheckStatus {
 
     /// The role ARN the ServiceAccount is annotated with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub role_arn: Option<String>,
 
     /// The identity the probe pod obtained from STS, e.g. arn:aws:sts::111122223333:assumed-role/s3-reader/botocore-session-1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub assumed_arn: Option<String>,
 
     /// When the last diagnosis finished (RFC 3339).
@@ -162,15 +187,19 @@ pub struct IrsaCheckStatus {
     /// ServiceAccountValid, OIDCProviderValid, TrustPolicyValid, PermissionsValid, ProbeSucceeded, WorkloadsValid and Ready, their summary.
     // Keyed by type so server-side apply merges conditions one by one instead of replacing the list.
     #[serde(default)]
-    #[schemars(extend(
-        "x-kubernetes-list-type" = "map",
-        "x-kubernetes-list-map-keys" = ["type"]
-    ))]
+    #[schemars(
+        length(max = MAX_STATUS_CONDITIONS),
+        extend(
+            "x-kubernetes-list-type" = "map",
+            "x-kubernetes-list-map-keys" = ["type"]
+        )
+    )]
     pub conditions: Vec<Condition>,
 
-    /// Everything wrong or worth attention, one entry per finding.
+    /// Everything wrong or worth attention, one entry per finding; at most 32, errors first when there are more (the conditions summarise them all).
     // Always serialized, even empty, so that a merge patch clears findings that went away.
     #[serde(default)]
+    #[schemars(length(max = MAX_STATUS_FINDINGS))]
     pub findings: Vec<StatusFinding>,
 }
 
@@ -178,10 +207,13 @@ pub struct IrsaCheckStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusFinding {
     /// A reason from the catalogue, e.g. TrustPolicySubjectMismatch.
+    #[schemars(length(max = REASON_MAX_LENGTH))]
     pub reason: String,
     /// error, warning or unknown.
+    #[schemars(length(max = SEVERITY_MAX_LENGTH))]
     pub severity: String,
     /// What was expected, what was found, and the fix.
+    #[schemars(length(max = STATUS_FINDING_MESSAGE_MAX_LENGTH))]
     pub message: String,
 }
 
@@ -315,6 +347,59 @@ mod tests {
             schema["status"]["properties"]["lastRunTime"]["format"],
             "date-time"
         );
+    }
+
+    /// Every string and list of the spec, and every list of the status, has a bound: what the
+    /// API server stores, and the operator reads or writes, cannot grow without limit.
+    #[test]
+    fn every_spec_string_and_list_is_bounded() {
+        fn unbounded(schema: &serde_json::Value, at: &str, out: &mut Vec<String>, strings: bool) {
+            match schema["type"].as_str() {
+                Some("string") if strings && schema["maxLength"].is_null() => out.push(at.into()),
+                Some("array") if schema["maxItems"].is_null() => out.push(at.into()),
+                _ => {}
+            }
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, s) in props {
+                    unbounded(s, &format!("{at}.{name}"), out, strings);
+                }
+            }
+            if schema["items"].is_object() {
+                unbounded(&schema["items"], &format!("{at}[]"), out, strings);
+            }
+        }
+        let crd = crd_json();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        let mut found = Vec::new();
+        unbounded(&schema["spec"], "spec", &mut found, true);
+        unbounded(&schema["status"], "status", &mut found, false);
+        assert!(found.is_empty(), "unbounded: {found:?}");
+
+        let props = &schema["spec"]["properties"];
+        let permissions = &props["permissions"];
+        assert_eq!(permissions["maxItems"], 50);
+        assert_eq!(
+            permissions["items"]["properties"]["action"]["maxLength"],
+            128
+        );
+        assert_eq!(
+            permissions["items"]["properties"]["resource"]["maxLength"],
+            2048
+        );
+        assert_eq!(props["expectedRoleArn"]["maxLength"], 2048);
+        let findings = &schema["status"]["properties"]["findings"];
+        assert_eq!(findings["maxItems"], MAX_STATUS_FINDINGS);
+        assert_eq!(
+            findings["items"]["properties"]["message"]["maxLength"],
+            1024
+        );
+        // Reasons written to the status fit its bound.
+        let longest = irsa_core::Reason::ALL
+            .iter()
+            .map(|r| r.as_str().len())
+            .max()
+            .unwrap();
+        assert!(longest <= REASON_MAX_LENGTH, "{longest}");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The project's Kubernetes API: the IrsaCheck custom resource, its validation, and the labels
-//! irsa-doctor puts on the objects it creates.
+//! and owner that mark the probe pods irsa-doctor creates.
 
 mod duration;
 mod irsacheck;
+mod probe_pod;
 mod validation;
 
 pub use irsacheck::{
     crd_yaml, IrsaCheck, IrsaCheckSpec, IrsaCheckStatus, Permission, ProbeSpec, StatusFinding,
+    MAX_STATUS_FINDINGS,
 };
+pub use probe_pod::{probe_pod_name, probe_pod_owner, NotAProbePod};
 pub use validation::{from_dynamic, SpecError};
 
 /// Label on every probe pod (value `true`).

@@ -6,7 +6,10 @@ use std::time::Duration;
 use irsa_core::{RoleArn, RoleArnError};
 use thiserror::Error;
 
-use super::duration::{bounded, MAX_PROBE_TIMEOUT, MIN_INTERVAL, MIN_PROBE_TIMEOUT};
+use super::duration::{
+    bounded, DURATION_MAX_LENGTH, MAX_PROBE_TIMEOUT, MIN_INTERVAL, MIN_PROBE_TIMEOUT,
+};
+use irsa_core::text::escape_untrusted_owned;
 use kube::core::DynamicObject;
 
 use super::irsacheck::{IrsaCheck, IrsaCheckSpec, ProbeSpec};
@@ -17,6 +20,19 @@ pub(crate) const DNS1123_SUBDOMAIN_PATTERN: &str =
 
 /// `<service>:<action>`, wildcards allowed in the action part, as IAM writes actions.
 pub(crate) const IAM_ACTION_PATTERN: &str = r"^[a-zA-Z0-9-]+:[a-zA-Z0-9*?]+$";
+
+// Every string and list of the spec is bounded, in the CRD schema and here alike, so that an
+// IrsaCheck cannot make the operator (or the API server evaluating the schema) do unbounded work.
+// Lengths count characters, as the API server's maxLength does.
+
+/// Kubernetes' limit on object names (RFC 1123 subdomains).
+pub(crate) const SERVICE_ACCOUNT_NAME_MAX_LENGTH: usize = 253;
+/// At most this many permissions per IrsaCheck: each is one simulated action per run.
+pub(crate) const MAX_PERMISSIONS: usize = 50;
+/// Far above the longest IAM action name (service prefixes and actions are short identifiers).
+pub(crate) const ACTION_MAX_LENGTH: usize = 128;
+/// IAM's limit on ARNs.
+pub(crate) const ARN_MAX_LENGTH: usize = 2048;
 
 /// Why an IrsaCheck's spec cannot be acted on. Each message names the field and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -75,6 +91,24 @@ pub enum SpecError {
         /// The action as given.
         value: String,
     },
+    /// A string field is longer than its schema allows.
+    #[error("{field} is {length} characters long, above the maximum of {max}; shorten it to at most {max} characters")]
+    TooLong {
+        /// The field, e.g. `spec.permissions[3].resource`.
+        field: String,
+        /// Its length in characters.
+        length: usize,
+        /// The most the schema allows.
+        max: usize,
+    },
+    /// `spec.permissions` has more entries than the schema allows.
+    #[error("spec.permissions has {count} entries, above the maximum of {max}; list at most {max} (a wildcard action such as s3:Get* covers several), or split them across several IrsaChecks")]
+    TooManyPermissions {
+        /// How many were given.
+        count: usize,
+        /// The most the schema allows.
+        max: usize,
+    },
     /// A permission's resource is the empty string.
     #[error("spec.permissions[{index}].resource is empty; set a resource ARN such as arn:aws:s3:::reports/*, or omit it to mean \"*\"")]
     PermissionResourceEmpty {
@@ -98,7 +132,8 @@ pub fn from_dynamic(obj: &DynamicObject) -> Result<IrsaCheck, SpecError> {
             } else {
                 path
             },
-            detail: e.into_inner().to_string(),
+            // Deserialisation errors may quote the offending value.
+            detail: escape_untrusted_owned(e.into_inner().to_string()),
         }
     })
 }
@@ -107,6 +142,8 @@ impl IrsaCheckSpec {
     /// Checks the spec as the API server would, plus what its schema cannot express (a parseable
     /// `expectedRoleArn`), so objects read from files get the same verdict as applied ones.
     pub fn validate(&self) -> Result<(), SpecError> {
+        // Bounds first: the checks below quote values in their errors and parse them.
+        self.within_bounds()?;
         if !is_dns1123_subdomain(&self.service_account_name) {
             return Err(SpecError::ServiceAccountName {
                 value: self.service_account_name.clone(),
@@ -131,6 +168,49 @@ impl IrsaCheckSpec {
         Ok(())
     }
 
+    /// The length of every string and the number of permissions, as the CRD schema bounds them.
+    fn within_bounds(&self) -> Result<(), SpecError> {
+        if self.permissions.len() > MAX_PERMISSIONS {
+            return Err(SpecError::TooManyPermissions {
+                count: self.permissions.len(),
+                max: MAX_PERMISSIONS,
+            });
+        }
+        at_most(
+            || "spec.serviceAccountName".into(),
+            Some(&self.service_account_name),
+            SERVICE_ACCOUNT_NAME_MAX_LENGTH,
+        )?;
+        at_most(
+            || "spec.interval".into(),
+            Some(&self.interval),
+            DURATION_MAX_LENGTH,
+        )?;
+        at_most(
+            || "spec.expectedRoleArn".into(),
+            self.expected_role_arn.as_deref(),
+            ARN_MAX_LENGTH,
+        )?;
+        at_most(
+            || "spec.probe.timeout".into(),
+            Some(&self.probe.timeout),
+            DURATION_MAX_LENGTH,
+        )?;
+        for (i, p) in self.permissions.iter().enumerate() {
+            at_most(
+                || format!("spec.permissions[{i}].action"),
+                Some(&p.action),
+                ACTION_MAX_LENGTH,
+            )?;
+            at_most(
+                || format!("spec.permissions[{i}].resource"),
+                p.resource.as_deref(),
+                ARN_MAX_LENGTH,
+            )?;
+        }
+        Ok(())
+    }
+
     /// How often the diagnosis re-runs; at least one minute.
     pub fn interval(&self) -> Result<Duration, SpecError> {
         bounded("spec.interval", &self.interval, &MIN_INTERVAL, None)
@@ -149,6 +229,23 @@ impl ProbeSpec {
     }
 }
 
+/// `value` (when given) is at most `max` characters long, or the error naming `field`.
+fn at_most(
+    field: impl FnOnce() -> String,
+    value: Option<&str>,
+    max: usize,
+) -> Result<(), SpecError> {
+    let length = value.map_or(0, |v| v.chars().count());
+    if length > max {
+        return Err(SpecError::TooLong {
+            field: field(),
+            length,
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// The rule of [`DNS1123_SUBDOMAIN_PATTERN`] plus its 253-character limit.
 fn is_dns1123_subdomain(name: &str) -> bool {
     let label_ok = |label: &str| {
@@ -159,7 +256,7 @@ fn is_dns1123_subdomain(name: &str) -> bool {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    name.len() <= 253 && name.split('.').all(label_ok)
+    name.len() <= SERVICE_ACCOUNT_NAME_MAX_LENGTH && name.split('.').all(label_ok)
 }
 
 /// The rule of [`IAM_ACTION_PATTERN`].
@@ -318,6 +415,82 @@ mod tests {
         let err = spec.validate().unwrap_err();
         assert_eq!(err, SpecError::PermissionResourceEmpty { index: 1 });
         assert!(err.to_string().starts_with("spec.permissions[1].resource"));
+    }
+
+    fn permission(action: &str, resource: Option<&str>) -> Permission {
+        Permission {
+            action: action.into(),
+            resource: resource.map(str::to_string),
+        }
+    }
+
+    /// The CRD's bounds, for objects that never passed the API server (files, older schemas);
+    /// the errors name the field without quoting a value of unbounded size.
+    #[test]
+    fn strings_and_lists_are_bounded_like_the_schema() {
+        let mut spec = spec();
+        spec.permissions = vec![permission("s3:GetObject", None); MAX_PERMISSIONS];
+        assert_eq!(spec.validate(), Ok(()), "50 permissions are fine");
+        spec.permissions = vec![permission("s3:GetObject", None); 10_000];
+        let err = spec.validate().unwrap_err();
+        assert_eq!(
+            err,
+            SpecError::TooManyPermissions {
+                count: 10_000,
+                max: 50
+            }
+        );
+        assert!(
+            err.to_string()
+                .starts_with("spec.permissions has 10000 entries, above the maximum of 50; "),
+            "{err}"
+        );
+
+        let arn = |len: usize| format!("arn:aws:iam::111122223333:role/{}", "r".repeat(len - 31));
+        spec.permissions = vec![permission("s3:GetObject", Some(&"*".repeat(2048)))];
+        spec.expected_role_arn = Some(arn(2048));
+        assert_eq!(arn(2048).chars().count(), 2048);
+        assert!(
+            !matches!(spec.validate(), Err(SpecError::TooLong { .. })),
+            "at the bound"
+        );
+        let too_long = |spec: &IrsaCheckSpec| match spec.validate() {
+            Err(SpecError::TooLong { field, length, max }) => (field, length, max),
+            other => panic!("{other:?}"),
+        };
+        spec.expected_role_arn = Some(arn(2049));
+        assert_eq!(
+            too_long(&spec),
+            ("spec.expectedRoleArn".to_string(), 2049, 2048)
+        );
+        spec.expected_role_arn = None;
+        spec.permissions = vec![
+            permission("s3:GetObject", None),
+            permission(&format!("s3:{}", "A".repeat(127)), None),
+        ];
+        assert_eq!(
+            too_long(&spec),
+            ("spec.permissions[1].action".to_string(), 130, 128)
+        );
+        spec.permissions[1] = permission("s3:GetObject", Some(&"é".repeat(2049)));
+        let err = spec.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.permissions[1].resource is 2049 characters long, above the maximum of 2048; \
+             shorten it to at most 2048 characters"
+        );
+        spec.permissions.clear();
+        spec.interval = "1".repeat(100_000) + "s";
+        assert_eq!(too_long(&spec), ("spec.interval".to_string(), 100_001, 32));
+        spec.interval = "1h".into();
+        spec.probe.timeout = "9".repeat(33);
+        assert_eq!(too_long(&spec).0, "spec.probe.timeout");
+        spec.probe.timeout = "2m".into();
+        spec.service_account_name = "a".repeat(254);
+        assert_eq!(
+            too_long(&spec),
+            ("spec.serviceAccountName".to_string(), 254, 253)
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The pods a ServiceAccount's diagnosis audits: listed per namespace, page by page, never
-//! cached cluster-wide. Probe pods are left out.
+//! cached cluster-wide. irsa-doctor's own probe pods are left out, and only pods with every mark
+//! of one ([`probe_pod_owner`]: the probe label and an IrsaCheck as controller): a label alone
+//! must not hide a pod (one with static keys, say) from the audit. Labels cannot select by
+//! owner, so this is decided here, after listing.
 
 use std::collections::HashMap;
 
@@ -9,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
-use crate::api::PROBE_LABEL;
+use crate::api::probe_pod_owner;
 
 /// Pods that can still run: pending or running.
 const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -50,6 +53,11 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
     }
 }
 
+/// Every pod but irsa-doctor's own probe pods.
+fn is_workload(pod: &Pod) -> bool {
+    probe_pod_owner(&pod.metadata).is_err()
+}
+
 fn unavailable(what: String, e: kube::Error) -> Unavailable {
     Unavailable {
         reason: Reason::KubernetesApiUnavailable,
@@ -64,11 +72,16 @@ pub async fn pods_of(
     service_account: &str,
 ) -> Fact<Vec<PodFacts>> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default()
-        .fields(&format!("spec.serviceAccountName={service_account},{LIVE}"))
-        .labels(&format!("!{PROBE_LABEL}"));
+    let params =
+        ListParams::default().fields(&format!("spec.serviceAccountName={service_account},{LIVE}"));
     match api.list(&params).await {
-        Ok(list) => Fact::Known(list.items.iter().map(pod_facts).collect()),
+        Ok(list) => Fact::Known(
+            list.items
+                .iter()
+                .filter(|p| is_workload(p))
+                .map(pod_facts)
+                .collect(),
+        ),
         Err(e) => Fact::Unavailable(unavailable(
             format!("listing pods of {namespace}/{service_account}"),
             e,
@@ -88,10 +101,7 @@ pub async fn pods_by_service_account(
         None => Api::all(client.clone()),
     };
     let mut grouped: HashMap<(String, String), Vec<PodFacts>> = HashMap::new();
-    let mut params = ListParams::default()
-        .fields(LIVE)
-        .labels(&format!("!{PROBE_LABEL}"))
-        .limit(PAGE);
+    let mut params = ListParams::default().fields(LIVE).limit(PAGE);
     loop {
         let page = api.list(&params).await.map_err(|e| {
             unavailable(
@@ -99,7 +109,7 @@ pub async fn pods_by_service_account(
                 e,
             )
         })?;
-        for pod in &page.items {
+        for pod in page.items.iter().filter(|p| is_workload(p)) {
             let ns = pod.namespace().unwrap_or_default();
             let sa = pod
                 .spec

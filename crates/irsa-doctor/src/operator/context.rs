@@ -1,19 +1,24 @@
 //! What every diagnosis in the operator shares: clients, caches, the issuer, the Event
-//! recorder, metrics, the verdict memory and the prober.
+//! recorder, metrics, the verdict memory, the prober, and what keeps tenants apart ([`Tenancy`]:
+//! the roles that may be looked up, the probe slots, each check's last probe).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use irsa_aws::AwsFacts;
-use irsa_core::{ConditionVerdict, Fact, Issuer, Report};
+use irsa_core::facts::AllowedRoles;
+use irsa_core::probe::ProbeObservation;
+use irsa_core::{Fact, Issuer, Report};
 use kube::runtime::events::Recorder;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::events::{self, EventSpec};
 use super::index::CheckIndex;
 use super::metrics::Metrics;
 use super::probe::Prober;
 use super::service_accounts::ServiceAccounts;
-use super::verdicts::Verdicts;
+use super::verdicts::{Diagnosed, Verdicts};
 
 /// A diagnosis whose status could not be written: the next attempt writes it again instead of
 /// diagnosing again (and starting another probe pod).
@@ -27,6 +32,51 @@ pub struct Unwritten {
     pub report: Report,
     /// When to diagnose again.
     pub requeue: std::time::Duration,
+    /// What it was diagnosed from, when the spec was usable.
+    pub inputs: Option<Written>,
+}
+
+/// What keeps one namespace from using the operator against the others, or stalling it for them.
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    /// `--allowed-role-arns`: the only roles looked up; `None`: any.
+    pub allowed_roles: Option<AllowedRoles>,
+    /// `--max-concurrent-probes`: probe pods at once, cluster-wide.
+    pub max_concurrent_probes: usize,
+    /// `--min-probe-interval`: how often one check's probe may run at most.
+    pub min_probe_interval: Duration,
+}
+
+impl Default for Tenancy {
+    /// The flags' defaults: any role, 4 probe slots, a probe at most every 10 minutes per check.
+    fn default() -> Tenancy {
+        Tenancy {
+            allowed_roles: None,
+            max_concurrent_probes: 4,
+            min_probe_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Tenancy {
+    /// From `irsa-doctor run`'s flags.
+    pub fn from_args(args: &crate::cli::args::RunArgs) -> Tenancy {
+        Tenancy {
+            allowed_roles: AllowedRoles::new(args.allowed_role_arns.clone()),
+            max_concurrent_probes: args.max_concurrent_probes,
+            min_probe_interval: args.min_probe_interval,
+        }
+    }
+}
+
+/// A check's last probe, reused until `--min-probe-interval` has passed, unless what the probe
+/// depends on changed: the check's spec (generation) or the ServiceAccount's annotations.
+#[derive(Debug, Clone)]
+struct LastProbe {
+    at: Instant,
+    generation: Option<i64>,
+    annotations: BTreeMap<String, String>,
+    observation: ProbeObservation,
 }
 
 /// Shared state of the running operator.
@@ -41,6 +91,27 @@ pub struct Context {
     verdicts: Verdicts,
     prober: Prober,
     unwritten: Mutex<HashMap<(String, String), Unwritten>>,
+    tenancy: Tenancy,
+    /// One permit per probe pod that may run; taken without waiting, so a reconcile never
+    /// blocks on another namespace's probes.
+    probe_slots: Arc<Semaphore>,
+    /// The last probe of each check, by uid.
+    last_probes: Mutex<HashMap<String, LastProbe>>,
+    /// What each check's written status was diagnosed from, and when it was written, by
+    /// namespace and name.
+    written: Mutex<HashMap<(String, String), (Written, Instant)>>,
+}
+
+/// What a check's written status was diagnosed from: a check waiting for a probe slot skips
+/// writing only while these are unchanged (and the status is younger than its interval).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The check's uid.
+    pub uid: Option<String>,
+    /// Its generation.
+    pub generation: Option<i64>,
+    /// Its ServiceAccount's annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Context {
@@ -67,7 +138,106 @@ impl Context {
             verdicts: Verdicts::default(),
             prober,
             unwritten: Mutex::new(HashMap::new()),
+            probe_slots: Arc::new(Semaphore::new(Tenancy::default().max_concurrent_probes)),
+            tenancy: Tenancy::default(),
+            last_probes: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The context with `tenancy` instead of the flags' defaults.
+    pub fn with_tenancy(mut self, tenancy: Tenancy) -> Context {
+        self.probe_slots = Arc::new(Semaphore::new(tenancy.max_concurrent_probes.max(1)));
+        self.tenancy = tenancy;
+        self
+    }
+
+    /// The roles that may be looked up in AWS; `None`: any.
+    pub fn allowed_roles(&self) -> Option<&AllowedRoles> {
+        self.tenancy.allowed_roles.as_ref()
+    }
+
+    /// How many probe pods may run at once.
+    pub fn probe_slot_count(&self) -> usize {
+        self.tenancy.max_concurrent_probes.max(1)
+    }
+
+    /// A probe slot if one is free now; never waits (the caller requeues instead).
+    pub fn try_probe_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.probe_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The last probe of the check `uid`, if it ran less than `--min-probe-interval` ago for the
+    /// same generation of the check and the same ServiceAccount annotations.
+    pub fn recent_probe(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Option<ProbeObservation> {
+        let probes = self.last_probes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = probes.get(uid)?;
+        (last.at.elapsed() < self.tenancy.min_probe_interval
+            && last.generation == generation
+            && &last.annotations == annotations)
+            .then(|| last.observation.clone())
+    }
+
+    /// Remembers what the status just written for a check was diagnosed from.
+    pub fn remember_written(&self, namespace: &str, name: &str, written: Written) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (namespace.to_string(), name.to_string()),
+                (written, Instant::now()),
+            );
+    }
+
+    /// Whether the check's status was written less than `within` ago, diagnosed from exactly
+    /// `current`.
+    pub fn status_is_from(
+        &self,
+        namespace: &str,
+        name: &str,
+        current: &Written,
+        within: Duration,
+    ) -> bool {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_string(), name.to_string()))
+            .is_some_and(|(written, at)| written == current && at.elapsed() < within)
+    }
+
+    /// Forgets the checks that no longer exist.
+    pub fn retain_written(&self, live: &std::collections::HashSet<(String, String)>) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| live.contains(key));
+    }
+
+    /// Remembers the probe that just ran for the check `uid`; forgets those too old to reuse.
+    pub fn remember_probe(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        annotations: BTreeMap<String, String>,
+        observation: ProbeObservation,
+    ) {
+        let mut probes = self.last_probes.lock().unwrap_or_else(|p| p.into_inner());
+        let reusable_for = self.tenancy.min_probe_interval;
+        probes.retain(|_, p| p.at.elapsed() < reusable_for);
+        probes.insert(
+            uid.to_string(),
+            LastProbe {
+                at: Instant::now(),
+                generation,
+                annotations,
+                observation,
+            },
+        );
     }
 
     /// The Kubernetes client.
@@ -150,15 +320,16 @@ impl Context {
         events::publish(&self.recorder, event, reference).await;
     }
 
-    /// Records a ServiceAccount's verdict and publishes the Event its transition deserves on
-    /// the ServiceAccount.
-    pub async fn record_service_account(
+    /// Records a ServiceAccount's verdict (its whole report, or its Ready verdict) and publishes
+    /// the Event its transition deserves on the ServiceAccount; the verdict memory tells the
+    /// PolicyReport writer when the namespace's report changed.
+    pub async fn record_service_account<'a>(
         &self,
         namespace: &str,
         name: &str,
-        ready: &ConditionVerdict,
+        diagnosed: impl Into<Diagnosed<'a>>,
     ) {
-        if let Some(event) = self.verdicts.record(namespace, name, ready) {
+        if let Some(event) = self.verdicts.record(namespace, name, diagnosed) {
             if let Some(reference) = self.service_accounts.reference(namespace, name) {
                 self.publish(&event, &reference).await;
             }

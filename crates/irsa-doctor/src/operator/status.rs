@@ -15,6 +15,8 @@ use crate::api::{IrsaCheck, IrsaCheckStatus, StatusFinding};
 
 /// Condition messages are bounded so one verbose finding cannot bloat the object.
 const MESSAGE_MAX_BYTES: usize = 4096;
+/// ARNs in the status, as the CRD's schema bounds them (IAM's own limit is 2,048 characters).
+const ARN_MAX_BYTES: usize = 2048;
 /// Each listed finding's message is bounded likewise.
 const FINDING_MAX_BYTES: usize = 1024;
 
@@ -46,13 +48,25 @@ pub fn conditions(
         .collect()
 }
 
-/// The findings worth listing on the object (warnings and worse).
+/// The findings worth listing on the object (warnings and worse), in the report's order: at most
+/// [`crate::api::MAX_STATUS_FINDINGS`], as the CRD's schema allows; when there are more, errors
+/// are kept before unknowns and unknowns before warnings. The conditions summarise them all.
 pub fn findings(report: &Report) -> Vec<StatusFinding> {
-    report
+    let mut listed: Vec<(usize, &irsa_core::Finding)> = report
         .findings
         .iter()
-        .filter(|f| f.severity >= Severity::Warning)
-        .map(|f| StatusFinding {
+        .enumerate()
+        .filter(|(_, f)| f.severity >= Severity::Warning)
+        .collect();
+    if listed.len() > crate::api::MAX_STATUS_FINDINGS {
+        // Stable: among findings of one severity, the report's order decides.
+        listed.sort_by_key(|(_, f)| std::cmp::Reverse(f.severity));
+        listed.truncate(crate::api::MAX_STATUS_FINDINGS);
+        listed.sort_by_key(|(i, _)| *i);
+    }
+    listed
+        .into_iter()
+        .map(|(_, f)| StatusFinding {
             reason: f.reason.as_str().to_string(),
             severity: f.severity.as_str().to_string(),
             message: truncate(&f.message, FINDING_MAX_BYTES),
@@ -69,8 +83,15 @@ pub fn build(
 ) -> IrsaCheckStatus {
     IrsaCheckStatus {
         observed_generation: generation,
-        role_arn: report.role_arn.clone(),
-        assumed_arn: report.assumed_arn.clone(),
+        // The annotation is the user's (and bounded by nothing but the 256 KiB of all of them).
+        role_arn: report
+            .role_arn
+            .as_deref()
+            .map(|a| truncate(a, ARN_MAX_BYTES)),
+        assumed_arn: report
+            .assumed_arn
+            .as_deref()
+            .map(|a| truncate(a, ARN_MAX_BYTES)),
         last_run_time: Some(now.0.to_string()),
         conditions: conditions(report, &previous.conditions, generation, now),
         findings: findings(report),
@@ -151,6 +172,69 @@ mod tests {
         let bad = report(Status::False, Reason::RoleNotFound);
         let flipped = conditions(&bad, &same, Some(2), &t1);
         assert_eq!(flipped[0].last_transition_time, t1);
+    }
+
+    /// 50 denied permissions make 50 findings; the CRD admits 32 of 1,024 characters each, and
+    /// a status the API server refuses is no status at all.
+    #[test]
+    fn listed_findings_fit_the_schema_and_keep_the_worst() {
+        use irsa_core::Finding;
+        use kube::CustomResourceExt;
+
+        let denied = |i: usize| {
+            Finding::new(
+                Reason::PermissionDenied,
+                ConditionType::PermissionsValid,
+                format!("{i} {}", "é".repeat(2000)),
+            )
+        };
+        let mut report = report(Status::False, Reason::PermissionDenied);
+        report.findings = (0..50).map(denied).collect();
+        let listed = findings(&report);
+
+        let crd = serde_json::to_value(IrsaCheck::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["status"]["properties"]["findings"];
+        let max_items = schema["maxItems"].as_u64().unwrap() as usize;
+        let max_message = schema["items"]["properties"]["message"]["maxLength"]
+            .as_u64()
+            .unwrap() as usize;
+        assert_eq!(listed.len(), max_items);
+        assert!(listed
+            .iter()
+            .all(|f| f.message.chars().count() <= max_message));
+        assert!(listed[0].message.starts_with("0 "), "the report's order");
+        assert!(listed[31].message.starts_with("31 "));
+
+        // A warning first and an unknown last, around 31 errors: the warning goes.
+        let warning = Finding::new(
+            Reason::TokenExpirationInvalid,
+            ConditionType::ServiceAccountValid,
+            "w",
+        );
+        let unknown = Finding::new(
+            Reason::AwsApiUnavailable,
+            ConditionType::WorkloadsValid,
+            "u",
+        );
+        report.findings = std::iter::once(warning.clone())
+            .chain((0..31).map(denied))
+            .chain([unknown])
+            .collect();
+        let listed = findings(&report);
+        assert_eq!(listed.len(), 32);
+        assert!(listed.iter().all(|f| f.severity != "warning"));
+        assert_eq!(listed[31].reason, "AwsApiUnavailable");
+
+        report.findings = vec![warning, denied(0)];
+        assert_eq!(
+            findings(&report)
+                .iter()
+                .map(|f| f.reason.as_str())
+                .collect::<Vec<_>>(),
+            ["TokenExpirationInvalid", "PermissionDenied"],
+            "under the bound, every warning and worse is listed"
+        );
     }
 
     #[test]

@@ -1,35 +1,44 @@
 //! The probe: a pod that assumes the role for real, run, observed and deleted. Image and
 //! command come from the operator's configuration only, never from the custom resource.
+//!
+//! Only pods the operator created are ever deleted: a pod must carry every mark of a probe pod
+//! ([`probe_pod_owner`]), and every delete has a uid precondition, so a pod that took the name
+//! in the meantime is never the one deleted.
 
 mod pod;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use irsa_core::probe::{ProbeObservation, ProbeResult};
+use irsa_core::text::escape_untrusted;
 use irsa_core::{Fact, Reason, Unavailable};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, Preconditions};
 use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
 
-pub use pod::{injection, pod_name, probe_pod, ProbeConfig, CONTAINER};
+pub use pod::{injection, probe_pod, ProbeConfig, CONTAINER};
 
 use super::watch_namespace::WatchNamespace;
-use crate::api::{IrsaCheck, PROBE_LABEL};
+use crate::api::{probe_pod_name, probe_pod_owner, IrsaCheck, PROBE_LABEL};
 
 /// How long the answer to "is a pod identity webhook registered?" is reused.
 const WEBHOOK_TTL: Duration = Duration::from_secs(60);
+
+/// (namespace, pod name).
+type PodKey = (String, String);
 
 /// Runs probes within a global bound and remembers which pods are in flight.
 pub struct Prober {
     client: kube::Client,
     config: ProbeConfig,
     permits: Semaphore,
-    in_flight: Mutex<HashSet<(String, String)>>,
+    /// Probe pods of running probes, with the uid of the IrsaCheck each runs for.
+    in_flight: Mutex<HashMap<PodKey, String>>,
     webhook: Mutex<Option<(Instant, Option<bool>)>>,
 }
 
@@ -64,6 +73,12 @@ fn finished(pod: &Pod) -> bool {
     )
 }
 
+/// The one pod named `name` in `api`'s namespace, by a list (the operator's RBAC has no `get`).
+async fn find(api: &Api<Pod>, name: &str) -> Result<Option<Pod>, kube::Error> {
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api.list(&params).await?.items.into_iter().next())
+}
+
 impl Prober {
     /// A prober with the operator's probe configuration.
     pub fn new(client: kube::Client, config: ProbeConfig) -> Prober {
@@ -71,12 +86,12 @@ impl Prober {
             client,
             permits: Semaphore::new(config.max_concurrent.max(1)),
             config,
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             webhook: Mutex::new(None),
         }
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, String>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -85,41 +100,116 @@ impl Prober {
         let Ok(_permit) = self.permits.acquire().await else {
             return not_run("probe", "the prober is shutting down");
         };
+        // Objects read from the API server always have one; the probe pod is labelled with it.
+        let Some(check_uid) = check.uid() else {
+            return not_run("probe", "the IrsaCheck has no metadata.uid");
+        };
         let namespace = check.namespace().unwrap_or_default();
-        let name = pod_name(&check.name_any());
+        let name = probe_pod_name(&check.name_any());
         let key = (namespace.clone(), name.clone());
-        self.in_flight().insert(key.clone());
+        self.in_flight().insert(key.clone(), check_uid.clone());
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let observation = self.observe(&api, check, &name, timeout).await;
-        self.delete(&api, &name).await;
+        // Boxed: the future nests deep inside the controller's, beyond what rustc lays out.
+        let observation = Box::pin(self.create_and_observe(&api, check, &check_uid, timeout)).await;
         self.in_flight().remove(&key);
         observation
     }
 
-    async fn observe(
+    async fn create_and_observe(
         &self,
         api: &Api<Pod>,
         check: &IrsaCheck,
-        name: &str,
+        check_uid: &str,
         timeout: Duration,
     ) -> Fact<ProbeObservation> {
+        let pod = probe_pod(check, &self.config, timeout);
+        let name = pod.name_any();
         // A pod left by an earlier run (crash, failed delete) goes first: one probe per check.
-        self.delete(api, name).await;
-        let created = match api
-            .create(
-                &PostParams::default(),
-                &probe_pod(check, &self.config, timeout),
-            )
-            .await
-        {
+        if let Err(refused) = self.make_room(api, &name, check_uid).await {
+            return refused;
+        }
+        let created = match api.create(&PostParams::default(), &pod).await {
             Ok(p) => p,
-            Err(e) => return not_run(&format!("creating probe pod {name}"), e),
+            Err(e) => {
+                // The pod may exist although the request failed (a timeout after the write).
+                self.delete_if_ours(api, &name, check_uid).await;
+                return not_run(&format!("creating probe pod {name}"), e);
+            }
         };
-        let injection = injection(&created);
+        let observation = self.observe(api, &created, timeout).await;
+        if let Some(uid) = created.uid() {
+            self.delete(api, &name, &uid).await;
+        }
+        observation
+    }
+
+    /// Removes this check's earlier probe pod, if one is left. A pod of the probe's name that
+    /// is not this check's probe pod is left alone, and the probe does not run.
+    async fn make_room(
+        &self,
+        api: &Api<Pod>,
+        name: &str,
+        check_uid: &str,
+    ) -> Result<(), Fact<ProbeObservation>> {
+        let namespace = api.namespace().unwrap_or_default();
+        let existing = find(api, name).await.map_err(|e| {
+            not_run(
+                &format!("looking for an earlier probe pod {namespace}/{name}"),
+                e,
+            )
+        })?;
+        let Some(existing) = existing else {
+            return Ok(());
+        };
+        let (why, fix) = match probe_pod_owner(&existing.metadata) {
+            Ok(owner) if owner.uid == check_uid => {
+                if let Some(uid) = existing.uid() {
+                    self.delete(api, name, &uid).await;
+                }
+                return Ok(());
+            }
+            Ok(owner) => (
+                format!(
+                    "it is the probe pod of an earlier IrsaCheck of this name, uid {}",
+                    owner.uid
+                ),
+                "the garbage collector or the operator's orphan sweep removes it, and the next \
+                 run probes",
+            ),
+            Err(not_ours) => (
+                not_ours.to_string(),
+                "delete that pod, or give the IrsaCheck another name",
+            ),
+        };
+        tracing::warn!(
+            namespace,
+            pod = name,
+            // The reason quotes the pod's ownerReference, which its creator wrote.
+            why = %escape_untrusted(&why),
+            "a pod has the probe pod's name but is not this IrsaCheck's; it was left alone"
+        );
+        Err(Fact::Unavailable(Unavailable {
+            reason: Reason::ProbeNotRun,
+            detail: format!(
+                "pod {namespace}/{name} exists and is not this IrsaCheck's probe pod ({why}); \
+                 irsa-doctor deletes only pods it created, so it left that pod alone: {fix}"
+            ),
+        }))
+    }
+
+    /// Follows the created probe pod to its outcome.
+    async fn observe(
+        &self,
+        api: &Api<Pod>,
+        created: &Pod,
+        timeout: Duration,
+    ) -> Fact<ProbeObservation> {
+        let name = created.name_any();
+        let injection = injection(created);
         let webhook_configured = self.webhook_configured().await;
         // The deadline is enforced by the kubelet (activeDeadlineSeconds); the extra time covers
         // scheduling and status propagation.
-        let wait = await_condition(api.clone(), name, |pod: Option<&Pod>| {
+        let wait = await_condition(api.clone(), &name, |pod: Option<&Pod>| {
             pod.is_none_or(|p| finished(p) || image_pull_failure(p).is_some())
         });
         let pod = match tokio::time::timeout(timeout + Duration::from_secs(15), wait).await {
@@ -158,7 +248,7 @@ impl Prober {
                 container: Some(CONTAINER.into()),
                 ..LogParams::default()
             };
-            match api.logs(name, &params).await {
+            match api.logs(&name, &params).await {
                 Ok(output) => ProbeResult::Exited { code, output },
                 Err(e) => return not_run(&format!("reading the log of probe pod {name}"), e),
             }
@@ -198,16 +288,22 @@ impl Prober {
         }))
     }
 
-    /// Deletes a probe pod now; retried a few times, then left to the orphan sweep.
-    async fn delete(&self, api: &Api<Pod>, name: &str) {
+    /// Deletes the probe pod `name` if it is still the pod `uid`: retried a few times, then
+    /// left to the orphan sweep. Whether this call deleted it.
+    async fn delete(&self, api: &Api<Pod>, name: &str, uid: &str) -> bool {
         let params = DeleteParams {
             grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
             ..DeleteParams::background()
         };
         for attempt in 0..3u32 {
             match api.delete(name, &params).await {
-                Ok(_) => return,
-                Err(kube::Error::Api(s)) if s.code == 404 => return,
+                Ok(_) => return true,
+                // Gone, or (409: the uid precondition failed) the name is another pod's now.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return false,
                 Err(e) => {
                     tracing::debug!(pod = name, error = %e, "deleting the probe pod failed");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
@@ -218,19 +314,41 @@ impl Prober {
             pod = name,
             "could not delete the probe pod; the orphan sweep will"
         );
+        false
+    }
+
+    /// Deletes the pod `name` if it is the probe pod of the IrsaCheck `check_uid`.
+    async fn delete_if_ours(&self, api: &Api<Pod>, name: &str, check_uid: &str) {
+        let Ok(Some(pod)) = find(api, name).await else {
+            return;
+        };
+        if probe_pod_owner(&pod.metadata).is_ok_and(|owner| owner.uid == check_uid) {
+            if let Some(uid) = pod.uid() {
+                self.delete(api, name, &uid).await;
+            }
+        }
     }
 
     /// Deletes every probe pod still in flight (at shutdown: their runs are abandoned).
     pub async fn delete_in_flight(&self) {
-        let pods: Vec<(String, String)> = self.in_flight().iter().cloned().collect();
-        for (namespace, name) in pods {
+        let pods: Vec<(PodKey, String)> = self
+            .in_flight()
+            .iter()
+            .map(|(k, uid)| (k.clone(), uid.clone()))
+            .collect();
+        for ((namespace, name), check_uid) in pods {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-            self.delete(&api, &name).await;
+            self.delete_if_ours(&api, &name, &check_uid).await;
         }
     }
 
     /// Removes probe pods that no running probe owns (left by a crash or a failed delete).
     /// Returns how many it deleted.
+    ///
+    /// A pod is removed only when it carries every mark of a probe pod ([`probe_pod_owner`]):
+    /// whether its IrsaCheck still exists or not, it is then a pod the operator created, and no
+    /// run needs it unless one is in flight for that IrsaCheck. A pod that merely carries the
+    /// label (a user's, or another tool's) is never touched.
     pub async fn sweep_orphans(&self, namespaces: &[WatchNamespace]) -> usize {
         let mut deleted = 0;
         for ns in namespaces {
@@ -243,12 +361,31 @@ impl Prober {
             };
             for pod in pods.items {
                 let (pod_ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-                if self.in_flight().contains(&(pod_ns.clone(), name.clone())) {
+                let owner = match probe_pod_owner(&pod.metadata) {
+                    Ok(owner) => owner,
+                    Err(not_ours) => {
+                        let why = not_ours.to_string();
+                        tracing::debug!(
+                            namespace = pod_ns,
+                            pod = name,
+                            // Quotes the pod's ownerReference, which its creator wrote.
+                            why = %escape_untrusted(&why),
+                            "not a probe pod; left alone"
+                        );
+                        continue;
+                    }
+                };
+                let running = self
+                    .in_flight()
+                    .get(&(pod_ns.clone(), name.clone()))
+                    .is_some_and(|check_uid| *check_uid == owner.uid);
+                let Some(uid) = pod.uid().filter(|_| !running) else {
                     continue;
-                }
+                };
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ns);
-                self.delete(&api, &name).await;
-                deleted += 1;
+                if self.delete(&api, &name, &uid).await {
+                    deleted += 1;
+                }
             }
         }
         deleted
@@ -279,6 +416,53 @@ mod tests {
             command: vec!["aws".into(), "sts".into(), "get-caller-identity".into()],
             max_concurrent: 2,
         }
+    }
+
+    /// The orphan sweep removes a probe pod no run owns, and no pod that merely looks like one.
+    #[tokio::test]
+    async fn the_sweep_removes_only_probe_pods() {
+        let sim = kube_sim::KubeSim::start_with(kube_sim::Options::default())
+            .await
+            .unwrap();
+        let client = sim.client();
+        let prober = Prober::new(client.clone(), config());
+        let mut check = check();
+        check.metadata.namespace = Some("default".into());
+        check.spec.service_account_name = "default".into();
+        let uid = check.uid().unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let orphan = probe_pod(&check, &config(), Duration::from_secs(60));
+        let mut misnamed = orphan.clone();
+        misnamed.metadata.name = Some("other".into());
+        let container = json!([{"name": "app", "image": "busybox"}]);
+        let lookalikes = [
+            // The labels copied, no owner.
+            json!({"metadata": {"name": "decoy", "labels": {PROBE_LABEL: "true", crate::api::CHECK_LABEL: uid}},
+                "spec": {"containers": container}}),
+            // The label on a workload.
+            json!({"metadata": {"name": "worker-7d9f", "labels": {PROBE_LABEL: "true"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "worker",
+                    "uid": "5f1c0000-0000-4000-8000-000000000000", "controller": true}]},
+                "spec": {"containers": container}}),
+        ];
+        for pod in lookalikes
+            .into_iter()
+            .map(|p| serde_json::from_value::<Pod>(p).unwrap())
+            .chain([orphan, misnamed])
+        {
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+        }
+        assert_eq!(prober.sweep_orphans(&[WatchNamespace::All]).await, 1);
+        let mut left: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["decoy", "other", "worker-7d9f"]);
     }
 
     /// 200 probe runs while the API server fails creates, deletes, log reads and watches now

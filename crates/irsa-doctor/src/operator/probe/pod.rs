@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{IrsaCheck, CHECK_LABEL, PROBE_LABEL};
+use crate::api::{probe_pod_name, IrsaCheck, CHECK_LABEL, PROBE_LABEL};
 
 /// The probe's container name.
 pub const CONTAINER: &str = "probe";
@@ -33,15 +33,6 @@ pub struct ProbeConfig {
     pub command: Vec<String>,
     /// At most this many probe pods at once, cluster-wide.
     pub max_concurrent: usize,
-}
-
-/// The probe pod's name: derived from the check, one at a time per check.
-pub fn pod_name(check: &str) -> String {
-    let suffix = "-irsa-probe";
-    let mut name: String = check.chars().take(253 - suffix.len()).collect();
-    name = name.trim_end_matches(['-', '.']).to_string();
-    name.push_str(suffix);
-    name
 }
 
 fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
@@ -94,13 +85,16 @@ pub fn probe_pod(check: &IrsaCheck, config: &ProbeConfig, timeout: Duration) -> 
     };
     Pod {
         metadata: ObjectMeta {
-            name: Some(pod_name(&check.name_any())),
+            name: Some(probe_pod_name(&check.name_any())),
             labels: Some(labels),
             owner_references: check.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {
             service_account_name: Some(check.spec.service_account_name.clone()),
+            // The CLI needs no Kubernetes API access. The webhook's web identity token is a
+            // projected volume of its own, which this setting does not affect.
+            automount_service_account_token: Some(false),
             restart_policy: Some("Never".into()),
             active_deadline_seconds: Some(
                 i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX),
@@ -182,8 +176,14 @@ mod tests {
             (owner.kind.as_str(), owner.name.as_str(), owner.controller),
             ("IrsaCheck", "s3-reader", Some(true))
         );
+        // The operator later deletes only pods with every mark of a probe pod.
+        assert_eq!(
+            crate::api::probe_pod_owner(meta).map(|o| o.uid.as_str()),
+            Ok("0b3f5c1e-0000-4000-8000-000000000000")
+        );
         let spec = pod.spec.unwrap();
         assert_eq!(spec.service_account_name.as_deref(), Some("s3-reader"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.active_deadline_seconds, Some(120));
         let psc = spec.security_context.unwrap();
@@ -204,12 +204,5 @@ mod tests {
         assert!(resources.limits.as_ref().unwrap().contains_key("cpu"));
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CACHE_DIR);
         assert!(spec.volumes.unwrap()[0].empty_dir.is_some());
-    }
-
-    #[test]
-    fn pod_names_stay_valid() {
-        assert_eq!(pod_name("x"), "x-irsa-probe");
-        let long = "a".repeat(300);
-        assert!(pod_name(&long).len() <= 253);
     }
 }
