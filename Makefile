@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean
+.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean deny deny-snapshot
 
 # Tools the tests need, built or fetched by this Makefile into an ignored folder.
 TOOLS := .tools
@@ -21,8 +21,27 @@ all: build
 build:
 	$(CARGO) build --workspace --all-targets
 
+# Where cargo put a binary it built, whatever the target directory (CARGO_TARGET_DIR, a
+# build.target-dir, --target): cargo's own JSON messages say. Reads them on standard input;
+# the argument is the binary's name.
+BUILT_EXE := python3 -c 'import json, sys; exe = [m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable")]; print(exe[-1]) if exe else sys.exit("cargo built no " + sys.argv[1] + " binary (its errors are above)")'
+CARGO_JSON := --message-format=json-render-diagnostics
+
+# The release binary and, as a hard link beside it, the kubectl plugin: kubectl runs
+# `kubectl-irsa_doctor` from PATH for `kubectl irsa-doctor`, and the binary acts as the plugin
+# under that name.
 release:
-	$(CARGO) build --release -p irsa-doctor
+	@bin=$$($(CARGO) build --release -p irsa-doctor --bin irsa-doctor $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) && \
+	  ln -f "$$bin" "$$(dirname "$$bin")/kubectl-irsa_doctor" && \
+	  echo "$$bin" && echo "$$(dirname "$$bin")/kubectl-irsa_doctor"
+
+# The krew manifest of a release, for the krew index: deploy/krew/irsa-doctor.yaml with the
+# version and each platform's archive checksum filled in, written to $(KREW_DIST)/irsa-doctor.yaml.
+# KREW_DIST holds the four archives irsa-doctor-vVERSION-OS-ARCH.tar.gz (linux, darwin; amd64,
+# arm64), each with kubectl-irsa_doctor inside: `make krew-manifest VERSION=0.1.0 KREW_DIST=dist`.
+KREW_DIST ?= dist
+krew-manifest:
+	python3 deploy/krew/render-manifest.py "$(VERSION)" "$(KREW_DIST)"
 
 # The container image (needs a Docker daemon; none runs on the development machines).
 IMAGE ?= ghcr.io/irsa-doctor/irsa-doctor:dev
@@ -88,6 +107,7 @@ test: venv tools control-plane
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(TEST_ENV) $(CARGO) test --workspace --all-targets
 	$(MAKE) fuzz-build
+	$(MAKE) deny
 
 fmt:
 	$(CARGO) fmt --all
@@ -105,6 +125,35 @@ lint:
 fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml
 
+# What may enter the dependency tree (deny.toml): licenses, bans (duplicates, openssl) and sources
+# (crates.io only) always; advisories against the live RustSec database when GitHub is reachable,
+# else offline against a local snapshot (make deny-snapshot, where GitHub is reachable), else
+# skipped, saying so (deny/advisories.sh).
+# cargo-deny is pinned and built from crates.io into .tools/bin, once (about 4 minutes on 2 cores).
+CARGO_DENY_VERSION := 0.20.2
+CARGO_DENY := $(TOOLS_BIN)/cargo-deny
+$(TOOLS)/.cargo-deny-$(CARGO_DENY_VERSION):
+	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS)
+	touch $@
+
+deny: $(TOOLS)/.cargo-deny-$(CARGO_DENY_VERSION)
+	$(CARGO_DENY) --locked -L error check bans licenses sources
+	CARGO_DENY=$(CARGO_DENY) deny/advisories.sh
+
+# A local RustSec snapshot (deny/advisory-db.tar.gz and deny/advisory-db.snapshot, ignored by git)
+# for offline checks later; needs to reach GitHub.
+ADVISORY_DB_PATHS := crates LICENSE.txt LICENSES
+deny-snapshot:
+	rm -rf $(TOOLS)/advisory-db
+	git clone --quiet --depth 1 https://github.com/rustsec/advisory-db $(TOOLS)/advisory-db
+	git -C $(TOOLS)/advisory-db archive --format=tar --prefix=advisory-db/ HEAD $(ADVISORY_DB_PATHS) | gzip -n -9 > deny/advisory-db.tar.gz
+	{ echo '# A RustSec advisory database snapshot (deny/advisory-db.tar.gz), made by make deny-snapshot.'; \
+	  echo "commit=$$(git -C $(TOOLS)/advisory-db rev-parse HEAD)"; \
+	  echo "date=$$(git -C $(TOOLS)/advisory-db show -s --format=%cI HEAD)"; \
+	  echo 'paths="$(ADVISORY_DB_PATHS)"'; } > deny/advisory-db.snapshot.new
+	mv deny/advisory-db.snapshot.new deny/advisory-db.snapshot
+	rm -rf $(TOOLS)/advisory-db
+
 # The scale benchmark: 10,000 ServiceAccounts, 50,000 pods, 200 IrsaChecks, the real operator;
 # prints each figure next to its target and fails when one is missed. BENCH_ARGS adds options,
 # e.g. BENCH_ARGS="--aws-latency-ms 50 --aws-rate 20".
@@ -121,13 +170,13 @@ bench-kube-sim:
 
 # A simulated EKS cluster (kube-sim + moto), the real operator, what a user would see.
 demo: venv tools
-	$(CARGO) build -p irsa-doctor -p kube-sim
-	PATH="$(TOOLS_BIN):$$PATH" scripts/demo.sh
+	@bin=$$($(CARGO) build -p irsa-doctor -p kube-sim --bin irsa-doctor --bin kube-sim $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) && \
+	  BIN="$$(dirname "$$bin")" PATH="$(TOOLS_BIN):$$PATH" scripts/demo.sh
 
 # `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
 lint-examples:
-	$(CARGO) build -p irsa-doctor
-	./target/debug/irsa-doctor lint \
+	@bin=$$($(CARGO) build -p irsa-doctor --bin irsa-doctor $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) || exit 2; \
+	"$$bin" lint \
 	  --issuer $(ISSUER) \
 	  --oidc-provider $(PROVIDER)=sts.amazonaws.com \
 	  --service-account examples/serviceaccounts.yaml \

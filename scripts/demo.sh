@@ -5,7 +5,14 @@
 # is used, with static test credentials. Ends by itself and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-target/debug}
+# The folder of the irsa-doctor and kube-sim binaries: `make demo` passes where cargo put them;
+# run directly, ask cargo for its target directory (CARGO_TARGET_DIR, build.target-dir).
+if [ -z "${BIN:-}" ]; then
+  BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug"
+fi
+for exe in irsa-doctor kube-sim; do
+  [ -x "$BIN/$exe" ] || { echo "make demo: $BIN/$exe is missing: run make demo, or cargo build -p irsa-doctor -p kube-sim first" >&2; exit 2; }
+done
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -1,10 +1,10 @@
-//! The `irsa-doctor` binary: parses the command line and hands over to the library.
+//! The `irsa-doctor` binary (and, under the name `kubectl-irsa_doctor`, the kubectl plugin):
+//! parses the command line and hands over to the library.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    irsa_doctor::cli::main(irsa_doctor::cli::Cli::parse()).await
+    let (invocation, cli) = irsa_doctor::cli::parse_args(std::env::args_os());
+    irsa_doctor::cli::main(invocation, cli).await
 }

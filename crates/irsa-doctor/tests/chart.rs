@@ -162,6 +162,26 @@ fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
         "{cluster_wide:?}"
     );
 
+    // Without PolicyReports, no access to them.
+    let off = render(&["--set", "policyReports.mode=off"]).unwrap();
+    let without: BTreeSet<_> = expected()
+        .into_iter()
+        .filter(|(g, _, _)| g != "wgpolicyk8s.io")
+        .collect();
+    assert_ne!(without, expected(), "OPERATOR_RBAC lists policyreports");
+    assert_eq!(
+        grants(&off)
+            .into_iter()
+            .flat_map(|(_, s)| s)
+            .collect::<BTreeSet<_>>(),
+        without
+    );
+    let off_args = off.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]
+        ["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(off_args.contains("--policy-reports=off"), "{off_args}");
+    assert!(args.contains(&"--policy-reports=auto"), "{args:?}");
+
     // Alerts.
     let with_alerts = render(&[
         "--set",
@@ -188,6 +208,55 @@ fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
         "Unknown reasons are excluded from paging"
     );
     assert!(with_alerts.iter().any(|d| d["kind"] == "ServiceMonitor"));
+}
+
+#[test]
+fn grafana_dashboard_is_a_configmap_with_the_dashboard_json_when_enabled() {
+    let Some(default) = render(&[]) else {
+        eprintln!("SKIPPED: helm is not on PATH (make tools installs it)");
+        return;
+    };
+    assert!(
+        default.iter().all(|d| d["kind"] != "ConfigMap"),
+        "off by default"
+    );
+    let docs = render(&[
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.annotations.grafana_folder=IRSA",
+    ])
+    .unwrap();
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["namespace"], "irsa-doctor");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "IRSA");
+    let rendered: Value = serde_json::from_str(cm["data"]["irsa-doctor.json"].as_str().unwrap())
+        .expect("the ConfigMap holds valid JSON");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("charts/irsa-doctor/dashboards/irsa-doctor.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rendered, file);
+    assert_eq!(rendered["uid"], "irsa-doctor");
+    assert!(rendered["panels"].as_array().unwrap().len() >= 10);
+
+    let custom = render(&[
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.label=my_dashboards",
+        "--set",
+        "grafanaDashboard.labelValue=irsa",
+        "--set",
+        "grafanaDashboard.namespace=monitoring",
+    ])
+    .unwrap();
+    let cm = custom.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(cm["metadata"]["labels"]["my_dashboards"], "irsa");
+    assert!(cm["metadata"]["labels"].get("grafana_dashboard").is_none());
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
 }
 
 #[test]
@@ -230,4 +299,44 @@ fn iam_policy_grants_exactly_the_aws_actions_the_code_calls() {
         granted.iter().all(|a| !a.contains('*')),
         "read-only and explicit"
     );
+}
+
+/// `grants` flattens rules and cannot say which objects a rule names: the leader-election Role
+/// gets and patches the operator's own Lease only (`resourceNames`), and the one verb RBAC cannot
+/// limit by name, `create`, stands alone in its own rule.
+#[test]
+fn leader_election_role_names_the_operators_lease() {
+    let Some(docs) = render(&[]) else {
+        eprintln!("SKIPPED: helm is not on PATH (make tools installs it)");
+        return;
+    };
+    let lease_rules: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+        .flat_map(|d| d["rules"].as_array().into_iter().flatten())
+        .filter(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.contains(&"leases".into()))
+        })
+        .collect();
+    assert_eq!(lease_rules.len(), 2, "{lease_rules:?}");
+    for rule in lease_rules {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        if verbs == ["create"] {
+            assert!(rule.get("resourceNames").is_none(), "{rule}");
+        } else {
+            assert_eq!(
+                rule["resourceNames"],
+                serde_json::json!([irsa_doctor::operator::LEASE_NAME]),
+                "{rule}"
+            );
+            assert!(!verbs.contains(&"create"), "{rule}");
+        }
+    }
 }

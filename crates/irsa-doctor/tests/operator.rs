@@ -425,16 +425,79 @@ async fn check_command_prints_findings_and_exits_one() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("reports/s3-reader  OK"), "{text}");
-    assert!(
-        text.contains("reports/exporter  FAIL") && text.contains("TrustPolicySubjectMismatch"),
+    // kubectl's layout: one row per ServiceAccount under a header, cells separated by spaces.
+    let table: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        table[0],
+        ["NAMESPACE", "SERVICEACCOUNT", "ROLE", "READY", "REASON"],
         "{text}"
     );
+    let role = |name: &str| format!("arn:aws:iam::{ACCOUNT}:role/{name}");
+    assert!(
+        table.contains(&vec![
+            "reports",
+            "s3-reader",
+            &role("s3-reader"),
+            "True",
+            "AllChecksPassed"
+        ]),
+        "{text}"
+    );
+    assert!(
+        table.contains(&vec![
+            "reports",
+            "exporter",
+            &role("exporter"),
+            "False",
+            "TrustPolicySubjectMismatch"
+        ]),
+        "{text}"
+    );
+    // -o json, and --format json as before -o existed: the same document.
     let one =
         tokio::task::block_in_place(|| run(&["-n", "reports", "s3-reader", "--format", "json"]));
     assert_eq!(one.status.code(), Some(0));
     let json: Value = serde_json::from_slice(&one.stdout).unwrap();
     assert_eq!(json["serviceAccounts"][0]["ready"], "True");
+    let o_json = tokio::task::block_in_place(|| run(&["-n", "reports", "s3-reader", "-o", "json"]));
+    assert_eq!(o_json.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o_json.stdout).unwrap(),
+        json
+    );
+    // -o yaml: the same data.
+    let yaml = tokio::task::block_in_place(|| run(&["-n", "reports", "s3-reader", "-o", "yaml"]));
+    assert_eq!(yaml.status.code(), Some(0));
+    let from_yaml: Value = serde_yaml_ng::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(from_yaml, json);
+    // -o wide: the Ready message and the fix; exit 1 still follows the findings.
+    let wide = tokio::task::block_in_place(|| run(&["-n", "reports", "exporter", "-o", "wide"]));
+    assert_eq!(wide.status.code(), Some(1));
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAMESPACE",
+            "SERVICEACCOUNT",
+            "ROLE",
+            "READY",
+            "REASON",
+            "MESSAGE",
+            "FIX"
+        ]
+    );
+    let row = wide.lines().nth(1).unwrap();
+    assert!(
+        row.contains("TrustPolicyValid: ")
+            && row.ends_with(irsa_core::Reason::TrustPolicySubjectMismatch.remediation()),
+        "{wide}"
+    );
+    let both = tokio::task::block_in_place(|| run(&["--format", "json", "-o", "yaml"]));
+    assert_eq!(both.status.code(), Some(2), "--format and -o conflict");
     let missing = tokio::task::block_in_place(|| run(&["-n", "reports", "nope"]));
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stdout).contains("ServiceAccountNotFound"));

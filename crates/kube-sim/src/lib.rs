@@ -44,6 +44,9 @@
 //! - **Tokens are signed by kube-sim** and carry no pod binding; the real TokenRequest API binds
 //!   them to the pod (`kubernetes.io` claims).
 //! - **Namespace deletion is immediate**; the real namespace controller takes at least 5 s.
+//! - **Delete preconditions (uid) are ignored**; the real server answers 409 when the uid no
+//!   longer matches. The operator's deletions of probe pods rely on it; they are tested on the
+//!   real server.
 
 pub mod errors;
 pub mod events;

@@ -59,7 +59,7 @@ pub fn aws_env(cmd: &mut Command, aws_url: &str) {
 /// `aws_url`, with fast sweeps and short caches; `extra` adds flags.
 pub fn start_operator(
     bin: &Path,
-    cluster: &impl TestCluster,
+    cluster: &(impl TestCluster + ?Sized),
     aws_url: &str,
     extra: &[&str],
 ) -> Operator {
@@ -139,7 +139,7 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 /// The IrsaCheck CRD (unless installed already, e.g. by the chart) and the `reports` namespace.
-pub async fn bootstrap_cluster(cluster: &impl TestCluster) {
+pub async fn bootstrap_cluster(cluster: &(impl TestCluster + ?Sized)) {
     let client = cluster.client();
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     if crds
@@ -159,7 +159,7 @@ pub async fn bootstrap_cluster(cluster: &impl TestCluster) {
 }
 
 /// The IAM OIDC provider for the cluster's issuer; returns the issuer's host+path.
-pub async fn create_provider(cluster: &impl TestCluster, admin: &Clients) -> String {
+pub async fn create_provider(cluster: &(impl TestCluster + ?Sized), admin: &Clients) -> String {
     admin
         .iam
         .create_open_id_connect_provider()
@@ -173,7 +173,7 @@ pub async fn create_provider(cluster: &impl TestCluster, admin: &Clients) -> Str
 
 /// The cluster, the provider for its issuer, three roles, and their ServiceAccounts:
 /// `s3-reader` (healthy), `exporter` (trust policy names `old-exporter`), `legacy` (no check).
-pub async fn setup(cluster: &impl TestCluster, admin: &Clients) {
+pub async fn setup(cluster: &(impl TestCluster + ?Sized), admin: &Clients) {
     bootstrap_cluster(cluster).await;
     let client = cluster.client();
     let host_path = create_provider(cluster, admin).await;
@@ -258,10 +258,16 @@ pub const OPERATOR_RBAC: &[(&str, &str, &str)] = &[
     ("irsa-doctor.io", "irsachecks", "list"),
     ("irsa-doctor.io", "irsachecks", "watch"),
     ("irsa-doctor.io", "irsachecks/status", "patch"),
+    // PolicyReports: server-side apply (the API server asks for create too when the apply
+    // creates the report), and the start-up list of those an earlier run wrote. Granted unless
+    // the chart's policyReports.mode is off.
+    ("wgpolicyk8s.io", "policyreports", "create"),
+    ("wgpolicyk8s.io", "policyreports", "list"),
+    ("wgpolicyk8s.io", "policyreports", "patch"),
 ];
 
 /// Fails if the operator made a request its RBAC does not grant.
-pub fn assert_rbac_covers(cluster: &impl TestCluster) {
+pub fn assert_rbac_covers(cluster: &(impl TestCluster + ?Sized)) {
     let made = cluster.requests_from("irsa-doctor/");
     assert!(
         !made.is_empty(),
@@ -276,4 +282,9 @@ pub fn assert_rbac_covers(cluster: &impl TestCluster) {
         "requests the chart's RBAC does not grant: {missing:?}"
     );
     eprintln!("operator requests by (group, resource, verb): {made:?}");
+    let unexercised: Vec<_> = OPERATOR_RBAC
+        .iter()
+        .filter(|(g, r, v)| !made.contains_key(&(g.to_string(), r.to_string(), v.to_string())))
+        .collect();
+    eprintln!("granted by the chart but not exercised by this test: {unexercised:?}");
 }

@@ -59,6 +59,10 @@ fn parse_assume_role(s: &str) -> Result<(String, String), String> {
     Ok((account.to_string(), role.to_string()))
 }
 
+fn parse_role_arn_pattern(s: &str) -> Result<irsa_core::facts::RoleArnPattern, String> {
+    irsa_core::facts::RoleArnPattern::parse(s).map_err(|e| e.to_string())
+}
+
 impl AwsArgs {
     /// The irsa-aws configuration.
     pub fn config(&self) -> AwsFactsConfig {
@@ -139,6 +143,24 @@ pub struct RunArgs {
     /// At most this many probe pods at once, cluster-wide.
     #[arg(long, env = "IRSA_DOCTOR_MAX_CONCURRENT_PROBES", default_value_t = 4)]
     pub max_concurrent_probes: usize,
+    /// A check's probe pod runs at most this often, however short its spec.interval; diagnoses in
+    /// between reuse its last outcome.
+    #[arg(long, env = "IRSA_DOCTOR_MIN_PROBE_INTERVAL", default_value = "10m", value_parser = positive_duration)]
+    pub min_probe_interval: Duration,
+    /// The only roles the operator looks up in AWS, as role ARN patterns with * and ?
+    /// (comma-separated), e.g. arn:aws:iam::*:role/irsa/*; every role when empty.
+    #[arg(
+        long,
+        env = "IRSA_DOCTOR_ALLOWED_ROLE_ARNS",
+        value_name = "PATTERN",
+        value_delimiter = ',',
+        value_parser = parse_role_arn_pattern
+    )]
+    pub allowed_role_arns: Vec<irsa_core::facts::RoleArnPattern>,
+    /// PolicyReports (wgpolicyk8s.io/v1alpha2), one per namespace: auto (when the CRD is
+    /// installed), on or off.
+    #[arg(long, env = "IRSA_DOCTOR_POLICY_REPORTS", value_enum, default_value_t = crate::operator::PolicyReportsMode::Auto)]
+    pub policy_reports: crate::operator::PolicyReportsMode,
 }
 
 impl RunArgs {

@@ -1,18 +1,47 @@
 //! `irsa-doctor check`: the same diagnosis, one-shot, from a laptop — current kube context and
-//! AWS credentials, no operator installed.
+//! AWS credentials, no operator installed. Also `kubectl irsa-doctor check`, with kubectl's
+//! `--kubeconfig`, `--context`, `-n` and `-A`.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use irsa_aws::AwsFacts;
 use irsa_core::{diagnose, Fact, Report};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 
 use super::args::{AwsArgs, IssuerArgs};
-use super::output::{self, Format};
+use super::output;
+use super::table::{self, Columns};
+use crate::client::KubeconfigSelection;
 use crate::gather::{self, gather, issuer};
+
+/// How `check` prints, as kubectl's `-o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// NAMESPACE, SERVICEACCOUNT, ROLE, READY, REASON: one row per ServiceAccount.
+    Table,
+    /// The table with the Ready message and the fix.
+    Wide,
+    /// Every finding and condition, as one JSON object.
+    Json,
+    /// The same data as `json`, as YAML.
+    Yaml,
+}
+
+/// `--format`, the flag before `-o` existed; kept so scripts keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LegacyFormat {
+    /// The table (`text` was the default).
+    Text,
+    /// `-o json`.
+    Json,
+}
 
 /// Arguments of `irsa-doctor check`.
 #[derive(Debug, Args)]
@@ -25,18 +54,42 @@ pub struct CheckArgs {
     /// Every namespace.
     #[arg(short = 'A', long, conflicts_with_all = ["namespace", "service_account"])]
     all_namespaces: bool,
+    /// The kubeconfig file, as kubectl's --kubeconfig (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context, as kubectl's --context (default: the current context).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
     #[command(flatten)]
     issuer: IssuerArgs,
     #[command(flatten)]
     aws: AwsArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format: table, wide (adds MESSAGE and FIX), json or yaml.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// Same as -o: `--format json` is `-o json`, `--format text` the table.
+    #[arg(long, value_enum, hide = true, conflicts_with = "output")]
+    format: Option<LegacyFormat>,
+}
+
+impl CheckArgs {
+    /// The output format, `--format` mapped onto `-o`.
+    pub fn output(&self) -> OutputFormat {
+        match self.format {
+            Some(LegacyFormat::Json) => OutputFormat::Json,
+            Some(LegacyFormat::Text) => OutputFormat::Table,
+            None => self.output,
+        }
+    }
 }
 
 /// Runs the diagnosis and prints it; exit 1 with error findings.
 pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::client::client().await?;
+    let client = crate::client::client_for(&KubeconfigSelection {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    })
+    .await?;
     let aws = AwsFacts::from_env(&args.aws.config()).await;
     let issuer = issuer::discover_fact(
         args.issuer.issuer.as_deref(),
@@ -49,6 +102,12 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
+    // Across a whole cluster this takes a while: show it, on a terminal only.
+    let progress = if args.all_namespaces && std::io::stderr().is_terminal() {
+        spinner("listing ServiceAccounts in every namespace")
+    } else {
+        ProgressBar::hidden()
+    };
     let accounts: Vec<(String, String, Fact<Option<irsa_core::ServiceAccount>>)> =
         match &args.service_account {
             Some(name) => {
@@ -80,9 +139,50 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     .collect()
             }
         };
+    counting(&progress, accounts.len());
     let mut reports: Vec<Report> = Vec::with_capacity(accounts.len());
     for (ns, name, sa) in accounts {
+        progress.set_message(format!("{ns}/{name}"));
         reports.push(diagnose(&gather(&aws, &issuer, &ns, &name, sa, None).await));
+        progress.inc(1);
     }
-    Ok(output::print(&reports, args.format))
+    progress.finish_and_clear();
+    let text = match args.output() {
+        OutputFormat::Table | OutputFormat::Wide if reports.is_empty() => {
+            // As kubectl: nothing on standard output, a note on standard error.
+            if args.all_namespaces {
+                eprintln!("No IRSA ServiceAccounts found in any namespace.");
+            } else {
+                eprintln!("No IRSA ServiceAccounts found in {namespace} namespace.");
+            }
+            String::new()
+        }
+        OutputFormat::Table => table::table(&reports, Columns::Default),
+        OutputFormat::Wide => table::table(&reports, Columns::Wide),
+        OutputFormat::Json => output::json(&reports) + "\n",
+        OutputFormat::Yaml => output::yaml(&reports),
+    };
+    output::emit(&text).context("writing to standard output")?;
+    Ok(output::exit_code(&reports))
+}
+
+/// A spinner on standard error while the ServiceAccounts are listed.
+fn spinner(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Turns the spinner into a bar counting `total` diagnoses.
+fn counting(bar: &ProgressBar, total: usize) {
+    if bar.is_hidden() {
+        return;
+    }
+    bar.disable_steady_tick();
+    bar.set_length(u64::try_from(total).unwrap_or(u64::MAX));
+    bar.set_position(0);
+    // The template is a constant; should indicatif ever refuse it, its default bar will do.
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} ServiceAccounts  {msg}") {
+        bar.set_style(style);
+    }
 }

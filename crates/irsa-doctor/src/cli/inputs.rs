@@ -9,11 +9,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
-/// Why an input file cannot be used. Every message names the file.
+/// Why an input file cannot be used. Every message names the file; the underlying error is the
+/// `source`, which `{:#}` prints after it (so the message does not repeat it).
 #[derive(Debug, Error)]
 pub enum InputError {
     /// The file could not be read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Read {
         /// The file.
         path: PathBuf,
@@ -42,7 +43,7 @@ pub enum InputError {
         detail: String,
     },
     /// `Role.Arn` in `aws iam get-role` output is not a role ARN.
-    #[error("{path}: Role.Arn {found:?} is not a role ARN: {source}")]
+    #[error("{path}: Role.Arn {found:?} is not a role ARN")]
     BadGetRoleArn {
         /// The file.
         path: PathBuf,
@@ -52,7 +53,7 @@ pub enum InputError {
         source: RoleArnError,
     },
     /// The ARN of a `--role ROLE_ARN=FILE` argument is not a role ARN.
-    #[error("--role {spec}: {source}")]
+    #[error("--role {spec}")]
     BadRoleArn {
         /// The argument as given.
         spec: String,
@@ -96,13 +97,33 @@ fn read(path: &Path) -> Result<String, InputError> {
     })
 }
 
-/// Every ServiceAccount in a YAML or JSON file of one or more documents; `namespace` is used
-/// for manifests that set none.
+/// Where a ServiceAccount was read: what `lint --format sarif|github` points findings at.
+/// (irsa-core's ServiceAccount knows nothing of files; the mapping stays here.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLocation {
+    /// The file, as given on the command line.
+    pub path: PathBuf,
+    /// The line, from 1, of the ServiceAccount's `metadata.name`, when it could be found.
+    pub line: Option<usize>,
+}
+
+/// A ServiceAccount and where it was read.
+#[derive(Debug, Clone)]
+pub struct LocatedServiceAccount {
+    /// The ServiceAccount.
+    pub account: ServiceAccount,
+    /// Its file and line.
+    pub location: SourceLocation,
+}
+
+/// Every ServiceAccount in a YAML or JSON file of one or more documents, with the line of each;
+/// `namespace` is used for manifests that set none.
 pub fn read_service_accounts(
     path: &Path,
     namespace: &str,
-) -> Result<Vec<ServiceAccount>, InputError> {
+) -> Result<Vec<LocatedServiceAccount>, InputError> {
     let text = read(path)?;
+    let lines = manifest_lines::service_account_name_lines(&text);
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| InputError::Syntax {
@@ -110,13 +131,147 @@ pub fn read_service_accounts(
             document: i + 1,
             detail: e.to_string(),
         })?;
-        out.extend(service_accounts_in(
+        let accounts = service_accounts_in(
             &value,
             &format!("{}, document {}", path.display(), i + 1),
             namespace,
-        )?);
+        )?;
+        for (j, account) in accounts.into_iter().enumerate() {
+            // The second parser walked the same documents in the same order; a name that does
+            // not agree (an alias, a document it split differently) leaves the line unknown
+            // rather than pointing at the wrong one.
+            let line = lines
+                .get(i)
+                .and_then(|doc| doc.get(j))
+                .and_then(|found| found.as_ref())
+                .filter(|(name, _)| *name == account.name)
+                .map(|(_, line)| *line);
+            out.push(LocatedServiceAccount {
+                account,
+                location: SourceLocation {
+                    path: path.to_path_buf(),
+                    line,
+                },
+            });
+        }
     }
     Ok(out)
+}
+
+/// Lines of `metadata.name` in manifests. serde's YAML parser keeps no positions, so the text is
+/// walked a second time with yaml-rust2's event parser, whose every event carries its line.
+mod manifest_lines {
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+    use yaml_rust2::scanner::Marker;
+
+    /// A YAML node with the line of each scalar.
+    enum Node {
+        Scalar(String, usize),
+        Sequence(Vec<Node>),
+        /// Keys and values, alternating.
+        Mapping(Vec<Node>),
+        /// An alias: its target is not followed.
+        Alias,
+    }
+
+    impl Node {
+        fn get(&self, key: &str) -> Option<(&Node, &Node)> {
+            let Node::Mapping(items) = self else {
+                return None;
+            };
+            items.chunks(2).find_map(|pair| match pair {
+                [k @ Node::Scalar(s, _), v] if s == key => Some((k, v)),
+                _ => None,
+            })
+        }
+
+        fn scalar(&self) -> Option<(&str, usize)> {
+            match self {
+                Node::Scalar(s, line) => Some((s, *line)),
+                _ => None,
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Builder {
+        documents: Vec<Node>,
+        open: Vec<Node>,
+    }
+
+    impl Builder {
+        fn add(&mut self, node: Node) {
+            match self.open.last_mut() {
+                Some(Node::Sequence(items) | Node::Mapping(items)) => items.push(node),
+                _ => self.open.push(node),
+            }
+        }
+    }
+
+    impl MarkedEventReceiver for Builder {
+        fn on_event(&mut self, event: Event, mark: Marker) {
+            match event {
+                Event::Scalar(value, ..) => self.add(Node::Scalar(value, mark.line())),
+                Event::Alias(_) => self.add(Node::Alias),
+                Event::SequenceStart(..) => self.open.push(Node::Sequence(Vec::new())),
+                Event::MappingStart(..) => self.open.push(Node::Mapping(Vec::new())),
+                Event::SequenceEnd | Event::MappingEnd => {
+                    if let Some(node) = self.open.pop() {
+                        self.add(node);
+                    }
+                }
+                Event::DocumentEnd => {
+                    let root = self.open.pop().unwrap_or(Node::Alias);
+                    self.open.clear();
+                    self.documents.push(root);
+                }
+                Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart => {}
+            }
+        }
+    }
+
+    /// Per document, per ServiceAccount in the order irsa-core's `service_accounts_in` reads
+    /// them (`kind: List` flattened): its name and the line of `name:`. Empty when the text does
+    /// not parse: lines are then unknown, and serde's parser reports the error.
+    pub(super) fn service_account_name_lines(text: &str) -> Vec<Vec<Option<(String, usize)>>> {
+        let mut builder = Builder::default();
+        if Parser::new_from_str(text).load(&mut builder, true).is_err() {
+            return Vec::new();
+        }
+        builder
+            .documents
+            .iter()
+            .map(|doc| {
+                let mut found = Vec::new();
+                collect(doc, &mut found);
+                found
+            })
+            .collect()
+    }
+
+    fn collect(node: &Node, out: &mut Vec<Option<(String, usize)>>) {
+        let kind = node
+            .get("kind")
+            .and_then(|(_, v)| v.scalar())
+            .map(|(k, _)| k);
+        match kind {
+            Some("ServiceAccount") => out.push(
+                node.get("metadata")
+                    .and_then(|(_, meta)| meta.get("name"))
+                    .and_then(|(key, value)| {
+                        Some((value.scalar()?.0.to_string(), key.scalar()?.1))
+                    }),
+            ),
+            Some(k) if k == "List" || k.ends_with("List") => {
+                if let Some((_, Node::Sequence(items))) = node.get("items") {
+                    for item in items {
+                        collect(item, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A role's trust policy and the file it came from.
@@ -235,4 +390,57 @@ fn policy_file(path: &Path) -> Result<(Option<RoleArn>, String), InputError> {
         _ => return Err(not_get_role("Role.AssumeRolePolicyDocument is missing")),
     };
     Ok((Some(arn), document))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::manifest_lines::service_account_name_lines;
+
+    fn found(name: &str, line: usize) -> Option<(String, usize)> {
+        Some((name.to_string(), line))
+    }
+
+    #[test]
+    fn name_lines_follow_documents_lists_and_flow_style() {
+        let text = "\
+# leading comment
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  namespace: a
+  name: first
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: first
+---
+kind: List
+items:
+- kind: ServiceAccount
+  metadata: {name: \"second\"}
+- kind: ConfigMap
+  metadata:
+    name: cm
+- kind: ServiceAccount
+  metadata:
+    annotations: {}
+    name: third
+";
+        assert_eq!(
+            service_account_name_lines(text),
+            vec![
+                vec![found("first", 6)],
+                vec![],
+                vec![found("second", 16), found("third", 23)],
+            ]
+        );
+    }
+
+    #[test]
+    fn name_lines_in_json() {
+        let text =
+            "{\n  \"kind\": \"ServiceAccount\",\n  \"metadata\": {\n    \"name\": \"sa\"\n  }\n}\n";
+        assert_eq!(service_account_name_lines(text), vec![vec![found("sa", 4)]]);
+    }
 }

@@ -8,8 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use irsa_core::{diagnose, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
 
-use super::inputs::{read_service_accounts, Roles};
+use super::inputs::{read_service_accounts, Roles, SourceLocation};
 use super::output::{self, Format};
+use super::sarif;
 
 /// Arguments of `irsa-doctor lint`.
 #[derive(Debug, Args)]
@@ -35,7 +36,8 @@ pub struct LintArgs {
     /// The role every ServiceAccount must name (a drift guard, like an IrsaCheck's spec.expectedRoleArn).
     #[arg(long, value_name = "ROLE_ARN")]
     expected_role_arn: Option<String>,
-    /// Output format.
+    /// Output format: `sarif` for code scanning, `github` for GitHub Actions annotations; both
+    /// point at the manifest line of each ServiceAccount.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -48,7 +50,7 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
     for path in &args.service_accounts {
         service_accounts.extend(read_service_accounts(path, &args.namespace)?);
     }
-    service_accounts.retain(|sa| sa.wants_irsa());
+    service_accounts.retain(|sa| sa.account.wants_irsa());
     let mut roles = Roles::default();
     for spec in &args.roles {
         roles.add_spec(spec)?;
@@ -56,7 +58,7 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
     if let Some(path) = &args.trust_policy {
         let referenced: BTreeSet<RoleArn> = service_accounts
             .iter()
-            .filter_map(|sa| RoleArn::parse(sa.role_arn_annotation()?).ok())
+            .filter_map(|sa| RoleArn::parse(sa.account.role_arn_annotation()?).ok())
             .collect();
         match referenced.len() {
             0 => {}
@@ -68,17 +70,24 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
             ),
         }
     }
-    let reports: Vec<Report> = service_accounts
+    let (reports, locations): (Vec<Report>, Vec<SourceLocation>) = service_accounts
         .into_iter()
         .map(|sa| {
-            let mut facts = Facts::offline(sa, issuer.clone(), providers.clone(), |arn| {
+            let mut facts = Facts::offline(sa.account, issuer.clone(), providers.clone(), |arn| {
                 roles.get(arn).map(|r| r.trust_policy.clone())
             });
             facts.expected_role_arn = args.expected_role_arn.clone();
-            diagnose(&facts)
+            (diagnose(&facts), sa.location)
         })
-        .collect();
-    Ok(output::print(&reports, args.format))
+        .unzip();
+    let text = match args.format {
+        Format::Text => output::text(&reports),
+        Format::Json => output::json(&reports) + "\n",
+        Format::Sarif => serde_json::to_string_pretty(&sarif::log(&reports, &locations))? + "\n",
+        Format::Github => sarif::github(&reports, &locations),
+    };
+    output::emit(&text).context("writing to standard output")?;
+    Ok(output::exit_code(&reports))
 }
 
 /// `ARN` or `ARN=aud1,aud2`; `None` when no provider was given (the check is skipped).

@@ -1,4 +1,5 @@
-//! Printing reports: text for people, JSON for tools.
+//! Printing reports: text for people, JSON and YAML for tools, the exit status both share.
+//! `check`'s table is in [`super::table`], SARIF and GitHub annotations in [`super::sarif`].
 
 use std::fmt::Write;
 
@@ -6,23 +7,34 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use irsa_core::{Report, Severity, Status};
-use serde_json::json;
+use serde_json::{json, Value};
 
-/// How findings are printed.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// How `lint` prints its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Grouped per ServiceAccount, for people.
     Text,
     /// One JSON object, for tools.
     Json,
+    /// SARIF 2.1.0, for code scanning (GitHub, GitLab, Azure DevOps), with file and line.
+    Sarif,
+    /// GitHub Actions workflow commands: an annotation on the manifest's line per finding.
+    Github,
 }
 
-/// Prints `reports` and returns the exit status: 0 without error findings, 1 with.
-pub fn print(reports: &[Report], format: Format) -> ExitCode {
-    match format {
-        Format::Text => print!("{}", text(reports)),
-        Format::Json => println!("{}", json(reports)),
+/// Writes `text` to standard output. A reader that went away (`| head`) is not an error: what
+/// it wanted it has; `print!` would panic instead.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
+}
+
+/// The exit status: 0 without error findings, 1 with.
+pub fn exit_code(reports: &[Report]) -> ExitCode {
     ExitCode::from(u8::from(reports.iter().any(Report::has_errors)))
 }
 
@@ -66,8 +78,8 @@ pub fn text(reports: &[Report]) -> String {
     out
 }
 
-/// `{"findings": [...], "serviceAccounts": [...]}`.
-pub fn json(reports: &[Report]) -> String {
+/// `{"findings": [...], "serviceAccounts": [...]}`: what `--format json` and `-o json` print.
+pub fn value(reports: &[Report]) -> Value {
     let findings: Vec<_> = reports
         .iter()
         .flat_map(|r| {
@@ -96,8 +108,15 @@ pub fn json(reports: &[Report]) -> String {
             })
         })
         .collect();
-    serde_json::to_string_pretty(
-        &json!({"findings": findings, "serviceAccounts": service_accounts}),
-    )
-    .expect("JSON values always serialise")
+    json!({"findings": findings, "serviceAccounts": service_accounts})
+}
+
+/// [`value`] as pretty-printed JSON.
+pub fn json(reports: &[Report]) -> String {
+    serde_json::to_string_pretty(&value(reports)).expect("JSON values always serialise")
+}
+
+/// [`value`] as YAML: the same data as [`json`].
+pub fn yaml(reports: &[Report]) -> String {
+    serde_yaml_ng::to_string(&value(reports)).expect("JSON values always serialise as YAML")
 }

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use irsa_aws::AwsFacts;
-use irsa_core::Reason;
+use irsa_core::probe::{ProbeObservation, ProbeResult};
+use irsa_core::{Fact, Reason};
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
@@ -85,6 +86,74 @@ pub struct KindLabels {
     pub kind: Kind,
 }
 
+/// How a probe run ended, as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The probe container exited 0.
+    Succeeded,
+    /// It exited with another code (the CLI's error says what AWS refused).
+    Failed,
+    /// Its image could not be pulled.
+    ImagePullFailed,
+    /// It did not finish in time.
+    TimedOut,
+    /// It could not be run or read (API error, shutting down).
+    NotRun,
+    /// It was not asked for.
+    Skipped,
+}
+
+impl ProbeOutcome {
+    /// Every outcome.
+    pub const ALL: [ProbeOutcome; 6] = [
+        ProbeOutcome::Succeeded,
+        ProbeOutcome::Failed,
+        ProbeOutcome::ImagePullFailed,
+        ProbeOutcome::TimedOut,
+        ProbeOutcome::NotRun,
+        ProbeOutcome::Skipped,
+    ];
+
+    /// The outcome of a probe's observation.
+    pub fn of(probe: &Fact<ProbeObservation>) -> ProbeOutcome {
+        match probe {
+            Fact::Known(o) => match &o.result {
+                ProbeResult::Exited { code: 0, .. } => ProbeOutcome::Succeeded,
+                ProbeResult::Exited { .. } => ProbeOutcome::Failed,
+                ProbeResult::ImagePullFailed(_) => ProbeOutcome::ImagePullFailed,
+                ProbeResult::TimedOut(_) => ProbeOutcome::TimedOut,
+            },
+            Fact::Unavailable(_) => ProbeOutcome::NotRun,
+            Fact::Skipped(_) => ProbeOutcome::Skipped,
+        }
+    }
+
+    /// `succeeded`, `failed`, `image_pull_failed`, `timed_out`, `not_run`, `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeOutcome::Succeeded => "succeeded",
+            ProbeOutcome::Failed => "failed",
+            ProbeOutcome::ImagePullFailed => "image_pull_failed",
+            ProbeOutcome::TimedOut => "timed_out",
+            ProbeOutcome::NotRun => "not_run",
+            ProbeOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl EncodeLabelValue for ProbeOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the probe metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// How the probe ended.
+    pub outcome: ProbeOutcome,
+}
+
 /// Every metric the operator exposes.
 pub struct Metrics {
     registry: Registry,
@@ -94,6 +163,8 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<KindLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram>,
+    probe_runs: Family<ProbeLabels, Counter>,
+    probe_duration: Family<ProbeLabels, Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +210,34 @@ impl Metrics {
             Unit::Seconds,
             reconcile_duration.clone(),
         );
+        let probe_runs = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "irsa_doctor_probe_runs",
+            "Probe pods run, by how they ended",
+            probe_runs.clone(),
+        );
+        // From 0.5 s to about 17 minutes: a probe's timeout is at most 15 minutes.
+        let probe_duration = Family::<ProbeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.5, 2.0, 12))
+        });
+        registry.register_with_unit(
+            "irsa_doctor_probe_duration",
+            "Time from asking for a probe to its outcome: waiting for a probe slot, the pod's \
+             creation, run and log read",
+            Unit::Seconds,
+            probe_duration.clone(),
+        );
+        // Failures from the start, at 0, so that rates see the first one and a dashboard finds
+        // the metric. (Diagnoses are not: a standby replica exports none.)
+        for kind in [Kind::IrsaCheck, Kind::ServiceAccount] {
+            drop(reconcile_errors.get_or_create(&KindLabels { kind }));
+        }
+        // Every outcome from the start, at 0: rates see the first probe, dashboards the metric.
+        for outcome in ProbeOutcome::ALL {
+            let labels = ProbeLabels { outcome };
+            drop(probe_runs.get_or_create(&labels));
+            drop(probe_duration.get_or_create(&labels));
+        }
         registry.register_collector(Box::new(AwsCollector(aws)));
         Metrics {
             registry,
@@ -148,7 +247,34 @@ impl Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            probe_runs,
+            probe_duration,
         }
+    }
+
+    /// Counts one probe run by its outcome, with its duration.
+    // Called by the probe's caller (reconcile.rs), through `time_probe`.
+    #[allow(dead_code)]
+    pub fn probed(&self, probe: &Fact<ProbeObservation>, took: Duration) {
+        let labels = ProbeLabels {
+            outcome: ProbeOutcome::of(probe),
+        };
+        self.probe_runs.get_or_create(&labels).inc();
+        self.probe_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Runs a probe (`ctx.prober().run(..)`) and records its outcome and duration.
+    #[allow(dead_code)]
+    pub async fn time_probe(
+        &self,
+        probe: impl std::future::Future<Output = Fact<ProbeObservation>>,
+    ) -> Fact<ProbeObservation> {
+        let started = std::time::Instant::now();
+        let observed = probe.await;
+        self.probed(&observed, started.elapsed());
+        observed
     }
 
     /// Sets the ready gauge of one IrsaCheck, dropping its series for a previous reason.
@@ -277,5 +403,66 @@ impl prometheus_client::collector::Collector for AwsCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use irsa_core::probe::Injection;
+    use irsa_core::Unavailable;
+
+    fn exited(code: i32) -> Fact<ProbeObservation> {
+        Fact::Known(ProbeObservation {
+            injection: Injection {
+                role_arn: None,
+                token_file: false,
+                token_volume: false,
+            },
+            webhook_configured: None,
+            result: ProbeResult::Exited {
+                code,
+                output: String::new(),
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn probe_runs_are_counted_by_outcome_with_their_duration() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let aws = AwsFacts::new(
+            irsa_aws::Clients::new(&sdk),
+            Default::default(),
+            &irsa_aws::AwsFactsConfig::default(),
+        );
+        let m = Metrics::new(Arc::new(aws));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"irsa_doctor_probe_runs_total{outcome="timed_out"} 0"#)
+                && text
+                    .contains(r#"irsa_doctor_probe_duration_seconds_count{outcome="timed_out"} 0"#),
+            "every outcome at 0 before the first probe: {text}"
+        );
+        m.time_probe(async { exited(0) }).await;
+        m.probed(&exited(254), Duration::from_secs(3));
+        m.probed(
+            &Fact::Unavailable(Unavailable {
+                reason: Reason::ProbeNotRun,
+                detail: "x".into(),
+            }),
+            Duration::from_millis(10),
+        );
+        let text = m.encode();
+        for line in [
+            r#"irsa_doctor_probe_runs_total{outcome="succeeded"} 1"#,
+            r#"irsa_doctor_probe_runs_total{outcome="failed"} 1"#,
+            r#"irsa_doctor_probe_runs_total{outcome="not_run"} 1"#,
+            r#"irsa_doctor_probe_duration_seconds_count{outcome="failed"} 1"#,
+            r#"irsa_doctor_probe_duration_seconds_bucket{le="4.0",outcome="failed"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -11,6 +11,7 @@ mod http;
 mod index;
 mod leader;
 mod metrics;
+mod policy_report;
 pub mod probe;
 mod reconcile;
 mod service_accounts;
@@ -35,11 +36,12 @@ use tokio::task::JoinSet;
 pub use error::Error;
 pub use events::NOTE_MAX_BYTES;
 pub use leader::LEASE_NAME;
+pub use policy_report::PolicyReportsMode;
 pub use watch_namespace::WatchNamespace;
 
 use crate::cli::args::RunArgs;
 use crate::gather::issuer;
-use context::Context;
+use context::{Context, Tenancy};
 use leader::Leadership;
 use metrics::Metrics;
 use probe::Prober;
@@ -145,16 +147,19 @@ pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
     )
     .await;
     let (watched, service_accounts) = watches::start(&client, &namespaces);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        aws,
-        issuer,
-        Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
-        metrics,
-        service_accounts,
-        watched.checks.clone(),
-        Prober::new(client.clone(), args.probe()),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            aws,
+            issuer,
+            Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
+            metrics,
+            service_accounts,
+            watched.checks.clone(),
+            Prober::new(client.clone(), args.probe()),
+        )
+        .with_tenancy(Tenancy::from_args(&args)),
+    );
     let orphans = ctx.prober().sweep_orphans(&namespaces).await;
     if orphans > 0 {
         tracing::info!(orphans, "removed probe pods left by an earlier run");

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use irsa_core::diagnose::diagnose_with;
+use irsa_core::trust::Disclosure;
 use irsa_core::workloads::PodFacts;
-use irsa_core::{diagnose, Fact, ServiceAccount};
+use irsa_core::{Fact, ServiceAccount};
 
 use super::context::Context;
 use super::metrics::Kind;
 use super::stopwatch::Stopwatch;
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
-use crate::gather::{gather, workloads};
+use crate::gather::{gather_within, workloads};
 
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
 /// flipped. `pods`: its live pods when already listed, else they are listed here.
@@ -26,22 +28,25 @@ pub async fn diagnose_service_account(
 ) {
     let timer = Stopwatch::start();
     let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
-    let mut facts = gather(
+    // AWS calls queue in the namespace's lane; only allowed roles are looked up.
+    let mut facts = gather_within(
         ctx.aws(),
         &ctx.issuer(),
         &namespace,
         &name,
         Fact::Known(Some(sa)),
         None,
+        ctx.allowed_roles(),
     )
     .await;
     facts.workloads = Some(match pods {
         Some(p) => p,
         None => workloads::pods_of(ctx.client(), &namespace, &name).await,
     });
-    let report = diagnose(&facts);
-    ctx.record_service_account(&namespace, &name, report.ready())
-        .await;
+    // Events on the ServiceAccount are read by the namespace's users: quote a role's trust
+    // policy only when it admits the ServiceAccount.
+    let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
+    ctx.record_service_account(&namespace, &name, &report).await;
     ctx.metrics()
         .reconciled(Kind::ServiceAccount, timer.elapsed());
 }
@@ -100,8 +105,11 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
             .await;
     }
     ctx.verdicts().retain(&live);
+    ctx.verdicts().swept();
     ctx.metrics().set_service_accounts(&ctx.verdicts().counts());
-    ctx.metrics().retain_checks(&ctx.checks().checks());
+    let checks = ctx.checks().checks();
+    ctx.retain_written(&checks);
+    ctx.metrics().retain_checks(&checks);
     tracing::info!(
         service_accounts = total,
         took_ms = timer.ms(),

@@ -1,6 +1,6 @@
 //! The watches, one set per watched namespace: ServiceAccounts (metadata only, stripped) and
 //! IrsaChecks (as dynamic objects), the caches and indexes they feed, and the tasks that
-//! consume them — the controller, the change handler and the sweep.
+//! consume them — the controller, the change handler, the sweep and the PolicyReport writer.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use super::context::Context;
 use super::error::Error;
 use super::index::CheckIndex;
+use super::policy_report::{self, PolicyReportsMode};
 use super::reconcile::{error_policy, reconcile, resource};
 use super::service_accounts::{strip, SaMeta, ServiceAccounts};
 use super::sync::Synced;
@@ -129,7 +130,8 @@ fn log_controller_error<E: std::error::Error>(
 }
 
 impl Watches {
-    /// Spawns, into `tasks`, each namespace's controller and change handler, and the sweep.
+    /// Spawns, into `tasks`, each namespace's controller and change handler, the sweep and,
+    /// unless `--policy-reports=off`, the PolicyReport writer.
     pub fn spawn(
         self,
         tasks: &mut JoinSet<(&'static str, Result<(), Error>)>,
@@ -157,6 +159,13 @@ impl Watches {
             tasks.spawn(async move {
                 changes::run(ctx, scope.service_accounts, trigger, concurrency).await;
                 ("ServiceAccount watch", Ok(()))
+            });
+        }
+        if args.policy_reports != PolicyReportsMode::Off {
+            let (ctx, namespaces, mode) = (ctx.clone(), namespaces.to_vec(), args.policy_reports);
+            tasks.spawn(async move {
+                policy_report::run(ctx, namespaces, mode).await;
+                ("PolicyReport writer", Ok(()))
             });
         }
         let (ctx, synced) = (ctx.clone(), self.all_synced.clone());
