@@ -74,13 +74,15 @@ pub struct ClusterOptions {
     pub chart_values: Vec<String>,
     /// Install the chart without its CRD (the test installs its own, or none).
     pub without_crd: bool,
+    /// Start no node agent: pods stay Pending (the scale benchmark's 50,000 pods need no node).
+    pub without_node: bool,
 }
 
 /// A real control plane with the chart installed, a node and the webhook.
 pub struct Cluster {
     // Dropped first: they talk to the API server.
     webhook: Option<PodIdentityWebhook>,
-    node: NodeAgent,
+    node: Option<NodeAgent>,
     operator_kubeconfig: PathBuf,
     plane: ControlPlane,
 }
@@ -183,7 +185,10 @@ impl Cluster {
         let operator_kubeconfig = plane
             .service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
             .await?;
-        let node = NodeAgent::start(&plane, options.node).await?;
+        let node = match options.without_node {
+            true => None,
+            false => Some(NodeAgent::start(&plane, options.node).await?),
+        };
         let webhook = match options.webhook {
             Some(w) => Some(PodIdentityWebhook::start(&plane, w).await?),
             None => None,
@@ -201,9 +206,9 @@ impl Cluster {
         &self.plane
     }
 
-    /// The node agent.
-    pub fn node(&self) -> &NodeAgent {
-        &self.node
+    /// The node agent, unless started without one.
+    pub fn node(&self) -> Option<&NodeAgent> {
+        self.node.as_ref()
     }
 
     /// Removes the pod identity webhook (and its registration), as on a cluster without it.
