@@ -80,11 +80,12 @@ pub async fn publish(recorder: &Recorder, event: &EventSpec, reference: &ObjectR
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use irsa_core::ConditionType;
 
-    fn ready(status: Status, reason: Reason) -> ConditionVerdict {
+    /// A Ready verdict with a one-letter message.
+    pub(crate) fn ready(status: Status, reason: Reason) -> ConditionVerdict {
         ConditionVerdict {
             type_: ConditionType::Ready,
             status,

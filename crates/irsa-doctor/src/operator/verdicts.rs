@@ -268,16 +268,7 @@ impl VerdictClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use irsa_core::ConditionType;
-
-    fn ready(status: Status, reason: Reason) -> ConditionVerdict {
-        ConditionVerdict {
-            type_: ConditionType::Ready,
-            status,
-            reason,
-            message: "m".into(),
-        }
-    }
+    use crate::operator::events::tests::ready;
 
     #[test]
     fn one_event_per_transition_and_counts_by_verdict() {

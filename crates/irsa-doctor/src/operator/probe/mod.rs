@@ -394,29 +394,10 @@ impl Prober {
 
 #[cfg(test)]
 mod tests {
+    use super::pod::tests::{check, config};
     use super::*;
-    use crate::api::IrsaCheckSpec;
     use kube::api::ListParams;
     use serde_json::json;
-
-    fn check() -> IrsaCheck {
-        let mut c = IrsaCheck::new(
-            "s3-reader",
-            serde_json::from_value::<IrsaCheckSpec>(json!({"serviceAccountName": "s3-reader"}))
-                .unwrap(),
-        );
-        c.metadata.namespace = Some("reports".into());
-        c.metadata.uid = Some("0b3f5c1e-0000-4000-8000-000000000000".into());
-        c
-    }
-
-    fn config() -> ProbeConfig {
-        ProbeConfig {
-            image: "amazon/aws-cli:2.22.35".into(),
-            command: vec!["aws".into(), "sts".into(), "get-caller-identity".into()],
-            max_concurrent: 2,
-        }
-    }
 
     /// The orphan sweep removes a probe pod no run owns, and no pod that merely looks like one.
     #[tokio::test]

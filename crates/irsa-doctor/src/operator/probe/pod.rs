@@ -141,11 +141,12 @@ pub fn injection(pod: &Pod) -> Injection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::IrsaCheckSpec;
     use serde_json::json;
 
+    /// An IrsaCheck with a namespace and uid, as the API server returns one.
     pub(crate) fn check() -> IrsaCheck {
         let mut c = IrsaCheck::new(
             "s3-reader",
@@ -157,7 +158,8 @@ mod tests {
         c
     }
 
-    fn config() -> ProbeConfig {
+    /// The default probe configuration.
+    pub(crate) fn config() -> ProbeConfig {
         ProbeConfig {
             image: "amazon/aws-cli:2.22.35".into(),
             command: vec!["aws".into(), "sts".into(), "get-caller-identity".into()],
