@@ -509,4 +509,10 @@ impl AwsFacts {
     pub fn peak_concurrent_calls(&self) -> usize {
         self.limiter.peak_in_flight()
     }
+
+    /// Seconds AWS calls so far spent waiting in the client-side limiter (fair queue, concurrency
+    /// bound and rate limit), summed over all calls.
+    pub fn rate_limit_wait_seconds(&self) -> f64 {
+        self.limiter.waited_seconds()
+    }
 }

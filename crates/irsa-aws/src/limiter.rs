@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -56,6 +56,8 @@ pub struct Limiter {
     rate: DefaultDirectRateLimiter,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
+    /// Microseconds callers spent waiting for a turn, a slot and a rate token, all calls summed.
+    waited_micros: AtomicU64,
 }
 
 impl Limiter {
@@ -72,6 +74,7 @@ impl Limiter {
             rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            waited_micros: AtomicU64::new(0),
         }
     }
 
@@ -81,9 +84,12 @@ impl Limiter {
 
     /// Runs `call` for `lane` once its turn has come, a slot is free and a rate token is there.
     pub async fn run<T>(&self, lane: &Lane, call: impl Future<Output = T>) -> T {
+        let asked = std::time::Instant::now();
         let _slot = self.slot(lane).await;
         // Only slot holders wait for rate tokens, so the slot order is the call order.
         self.rate.until_ready().await;
+        let waited = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.waited_micros.fetch_add(waited, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         // Decrements even when the caller drops the call half-way.
@@ -165,6 +171,11 @@ impl Limiter {
     /// The most calls that were ever in flight at once.
     pub fn peak_in_flight(&self) -> usize {
         self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Seconds all calls so far spent waiting for their turn, a slot and a rate token.
+    pub fn waited_seconds(&self) -> f64 {
+        self.waited_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -374,5 +385,19 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), limiter.run(&lane, async { "ran" })).await;
         assert_eq!(done, Ok("ran"));
         assert_eq!(limiter.peak_in_flight(), 2);
+    }
+
+    /// The wait the metrics report is the time callers really spent queued: three calls at two
+    /// a second with no burst wait at least a second between them, all told.
+    #[tokio::test]
+    async fn waiting_is_measured() {
+        let limiter = Limiter::new(1, 2, 1);
+        let lane = Lane::namespace("a");
+        assert_eq!(limiter.waited_seconds(), 0.0);
+        for _ in 0..3 {
+            limiter.run(&lane, async {}).await;
+        }
+        let waited = limiter.waited_seconds();
+        assert!((0.9..10.0).contains(&waited), "{waited}");
     }
 }

@@ -402,6 +402,13 @@ impl prometheus_client::collector::Collector for AwsCollector {
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
+        let waited = encoder.encode_descriptor(
+            "irsa_doctor_aws_rate_limit_wait",
+            "Time AWS calls spent waiting in the client-side limiter (fair queue, concurrency bound, rate limit), summed",
+            Some(&Unit::Seconds),
+            ConstCounter::new(0f64).metric_type(),
+        )?;
+        ConstCounter::new(self.0.rate_limit_wait_seconds()).encode(waited)?;
         Ok(())
     }
 }
