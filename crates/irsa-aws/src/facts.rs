@@ -15,6 +15,7 @@ use aws_sdk_iam::types::PolicyEvaluationDecisionType;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use irsa_core::facts::{PermissionDecision, PermissionRequest, PermissionVerdict};
+use irsa_core::pod_identity::Association;
 use irsa_core::{Fact, Issuer, OidcProvider, OidcProviderArn, Reason, Role, RoleArn, Unavailable};
 
 use crate::cache::FactCache;
@@ -79,6 +80,24 @@ pub struct AwsFacts {
     client_ids: FactCache<OidcProviderArn, Result<Vec<String>, Unavailable>>,
     roles: FactCache<RoleArn, Fact<Option<Role>>>,
     simulations: FactCache<(RoleArn, Vec<PermissionRequest>), Fact<Vec<PermissionVerdict>>>,
+    /// Pod Identity association summaries by (cluster, namespace, ServiceAccount); `None`: whole cluster.
+    association_lists: FactCache<AssociationListKey, Result<Vec<AssociationSummary>, Unavailable>>,
+    associations: FactCache<(String, String), Fact<Option<Association>>>,
+    addons: FactCache<(String, String), Fact<bool>>,
+}
+
+/// A cluster, and the ServiceAccount (namespace, name) a list is filtered by; `None`: all.
+type AssociationListKey = (String, Option<(String, String)>);
+
+/// One entry of `eks:ListPodIdentityAssociations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationSummary {
+    /// The ServiceAccount's namespace.
+    pub namespace: String,
+    /// The ServiceAccount's name.
+    pub service_account: String,
+    /// `a-…`.
+    pub association_id: String,
 }
 
 fn known<T>(fact: &Fact<T>) -> bool {
@@ -109,6 +128,10 @@ impl AwsFacts {
             client_ids: FactCache::new(ttl.providers, config.max_cached_per_kind),
             roles: FactCache::new(ttl.role, config.max_cached_per_kind),
             simulations: FactCache::new(ttl.permissions, config.max_cached_per_kind),
+            // Associations and add-ons change about as often as roles do.
+            association_lists: FactCache::new(ttl.role, config.max_cached_per_kind),
+            associations: FactCache::new(ttl.role, config.max_cached_per_kind),
+            addons: FactCache::new(ttl.role, config.max_cached_per_kind),
         }
     }
 
@@ -479,6 +502,151 @@ impl AwsFacts {
         }
     }
 
+    /// The Pod Identity associations of `cluster` (`eks:ListPodIdentityAssociations`, every page),
+    /// only those of `namespace/name` when given, asked in `lane`.
+    pub async fn pod_identity_association_list(
+        &self,
+        lane: &Lane,
+        cluster: &str,
+        service_account: Option<(&str, &str)>,
+    ) -> Result<Vec<AssociationSummary>, Unavailable> {
+        let key = (
+            cluster.to_string(),
+            service_account.map(|(n, s)| (n.to_string(), s.to_string())),
+        );
+        self.association_lists
+            .get_or_fetch(key, Result::is_ok, || async {
+                let mut found = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let mut request = self
+                        .home
+                        .eks
+                        .list_pod_identity_associations()
+                        .cluster_name(cluster)
+                        .set_next_token(token.take());
+                    if let Some((namespace, name)) = service_account {
+                        request = request.namespace(namespace).service_account(name);
+                    }
+                    let out = self
+                        .call(lane, "eks", "ListPodIdentityAssociations", request.send())
+                        .await
+                        .map_err(|f| {
+                            self.unavailable(
+                                &f,
+                                "eks:ListPodIdentityAssociations",
+                                &format!("cluster {cluster}"),
+                            )
+                        })?;
+                    for a in out.associations() {
+                        found.push(AssociationSummary {
+                            namespace: a.namespace().unwrap_or_default().to_string(),
+                            service_account: a.service_account().unwrap_or_default().to_string(),
+                            association_id: a.association_id().unwrap_or_default().to_string(),
+                        });
+                    }
+                    match out.next_token() {
+                        Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                        _ => return Ok(found),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// One association (`eks:DescribePodIdentityAssociation`); `Known(None)` when it is gone.
+    pub async fn pod_identity_association(
+        &self,
+        lane: &Lane,
+        cluster: &str,
+        id: &str,
+    ) -> Fact<Option<Association>> {
+        self.associations
+            .get_or_fetch((cluster.to_string(), id.to_string()), known, || async {
+                let request = self
+                    .home
+                    .eks
+                    .describe_pod_identity_association()
+                    .cluster_name(cluster)
+                    .association_id(id);
+                match self
+                    .call(
+                        lane,
+                        "eks",
+                        "DescribePodIdentityAssociation",
+                        request.send(),
+                    )
+                    .await
+                {
+                    Ok(out) => Fact::Known(out.association().map(|a| Association {
+                        id: a.association_id().unwrap_or(id).to_string(),
+                        arn: a.association_arn().map(str::to_string),
+                        cluster: a.cluster_name().unwrap_or(cluster).to_string(),
+                        namespace: a.namespace().unwrap_or_default().to_string(),
+                        service_account: a.service_account().unwrap_or_default().to_string(),
+                        role_arn: a.role_arn().unwrap_or_default().to_string(),
+                    })),
+                    Err(f) if f.outcome == Outcome::NotFound => Fact::Known(None),
+                    Err(f) => Fact::Unavailable(self.unavailable(
+                        &f,
+                        "eks:DescribePodIdentityAssociation",
+                        &format!("association {id} of cluster {cluster}"),
+                    )),
+                }
+            })
+            .await
+    }
+
+    /// The association of `namespace/name` in `cluster` (list filtered by both, then describe
+    /// the first); `Known(None)` when there is none.
+    pub async fn service_account_association(
+        &self,
+        lane: &Lane,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Fact<Option<Association>> {
+        let listed = self
+            .pod_identity_association_list(lane, cluster, Some((namespace, name)))
+            .await;
+        match listed {
+            Err(u) => Fact::Unavailable(u),
+            Ok(list) => match list.first() {
+                None => Fact::Known(None),
+                Some(first) => {
+                    Box::pin(self.pod_identity_association(lane, cluster, &first.association_id))
+                        .await
+                }
+            },
+        }
+    }
+
+    /// Whether the EKS add-on `addon` is installed in `cluster` (`eks:DescribeAddon`).
+    pub async fn addon_installed(&self, cluster: &str, addon: &str) -> Fact<bool> {
+        self.addons
+            .get_or_fetch((cluster.to_string(), addon.to_string()), known, || async {
+                let request = self
+                    .home
+                    .eks
+                    .describe_addon()
+                    .cluster_name(cluster)
+                    .addon_name(addon);
+                match self
+                    .call(&Lane::Operator, "eks", "DescribeAddon", request.send())
+                    .await
+                {
+                    Ok(out) => Fact::Known(out.addon().is_some()),
+                    Err(f) if f.outcome == Outcome::NotFound => Fact::Known(false),
+                    Err(f) => Fact::Unavailable(self.unavailable(
+                        &f,
+                        "eks:DescribeAddon",
+                        &format!("add-on {addon} of cluster {cluster}"),
+                    )),
+                }
+            })
+            .await
+    }
+
     /// Calls made so far, by service, operation and outcome.
     pub fn call_stats(&self) -> &CallStats {
         &self.stats
@@ -501,6 +669,11 @@ impl AwsFacts {
                 "permissions",
                 self.simulations.hits(),
                 self.simulations.misses(),
+            ),
+            stat(
+                "pod_identity_associations",
+                self.associations.hits(),
+                self.associations.misses(),
             ),
         ]
     }

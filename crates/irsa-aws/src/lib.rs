@@ -14,14 +14,17 @@ mod stats;
 pub use cache::FactCache;
 pub use classify::{Failure, Outcome};
 pub use config::{AwsFactsConfig, Ttls};
-pub use facts::{AwsFacts, CacheStats, CallerIdentity, Clients};
+pub use facts::{AssociationSummary, AwsFacts, CacheStats, CallerIdentity, Clients};
 pub use limiter::Lane;
 pub use stats::{CallCount, CallStats};
 
 /// Every AWS action irsa-aws calls with the operator's credentials; the operator's IAM policy
 /// (`deploy/iam-policy.json`) must grant exactly these, plus [`CROSS_ACCOUNT_ACTION`].
 pub const AWS_ACTIONS: &[&str] = &[
+    "eks:DescribeAddon",
     "eks:DescribeCluster",
+    "eks:DescribePodIdentityAssociation",
+    "eks:ListPodIdentityAssociations",
     "iam:GetOpenIDConnectProvider",
     "iam:GetRole",
     "iam:ListOpenIDConnectProviders",

@@ -11,6 +11,8 @@ pub const AUDIENCE: &str = "eks.amazonaws.com/audience";
 pub const TOKEN_EXPIRATION: &str = "eks.amazonaws.com/token-expiration";
 /// Containers the webhook leaves alone (comma-separated names).
 pub const SKIP_CONTAINERS: &str = "eks.amazonaws.com/skip-containers";
+/// Whether pods use the regional STS endpoint (`AWS_STS_REGIONAL_ENDPOINTS=regional`).
+pub const STS_REGIONAL_ENDPOINTS: &str = "eks.amazonaws.com/sts-regional-endpoints";
 /// The prefix of every annotation the webhook reads.
 pub const PREFIX: &str = "eks.amazonaws.com/";
 /// The audience tokens carry when the SA does not set one.
@@ -70,6 +72,39 @@ impl ServiceAccount {
             _ => Some(value),
         }
     }
+}
+
+/// Go's `strconv.ParseBool`, which the webhook parses boolean annotations with.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// What the webhook does with a `eks.amazonaws.com/token-expiration` value it does not use as
+/// written (it reads it with `strconv.ParseInt`); `None` when it is used as is.
+pub fn token_expiration_problem(value: &str) -> Option<String> {
+    match value.parse::<i64>() {
+        Ok(seconds) if seconds >= MIN_TOKEN_EXPIRATION_SECONDS => None,
+        Ok(seconds) => Some(format!(
+            "{TOKEN_EXPIRATION} {value:?} is below {MIN_TOKEN_EXPIRATION_SECONDS}: the webhook raises it to 600 seconds{}",
+            if seconds <= 0 { " (and a non-positive lifetime is never what was meant)" } else { "" }
+        )),
+        Err(_) => Some(format!(
+            "{TOKEN_EXPIRATION} {value:?} is not a whole number of seconds: the webhook ignores it and uses its default (86400)"
+        )),
+    }
+}
+
+/// A bare IAM role name (no `arn:`): the characters IAM allows, at most 64.
+pub fn is_role_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
 }
 
 /// Normalises a key for comparison: lower case, no whitespace or punctuation.

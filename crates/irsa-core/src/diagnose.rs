@@ -1,14 +1,17 @@
 //! `diagnose(&Facts) -> Report`: the whole checklist as one pure function.
 
-use crate::annotations::{ServiceAccount, AUDIENCE, ROLE_ARN, TOKEN_EXPIRATION};
+use crate::annotations::{self, ServiceAccount, AUDIENCE, ROLE_ARN, TOKEN_EXPIRATION};
 use crate::arn::RoleArn;
 use crate::facts::{Fact, Facts, PermissionDecision, Unavailable};
+use crate::pod_identity::{self, PodIdentity, SERVICE_PRINCIPAL};
 use crate::policy::PolicyDocument;
 use crate::probe;
 use crate::reason::{ConditionType as C, Reason, Severity};
 use crate::report::{ConditionVerdict, Finding, Report, Status};
 use crate::text::{escape_untrusted, escape_untrusted_owned};
-use crate::trust::{evaluate, evaluate_for, Disclosure, WebIdentityRequest, WITHHELD};
+use crate::trust::{
+    evaluate, evaluate_for, evaluate_service, Disclosure, WebIdentityRequest, WITHHELD,
+};
 use crate::workloads;
 
 /// Runs every check the facts allow and summarises them, quoting whatever explains a verdict
@@ -26,6 +29,11 @@ pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
         disclosure,
         ..Diagnosis::default()
     };
+    if let (Fact::Known(Some(sa)), Fact::Known(Some(pi))) =
+        (&facts.service_account, &facts.pod_identity)
+    {
+        return d.diagnose_pod_identity(facts, sa, pi);
+    }
     let (sa, role) = match d.check_service_account(facts) {
         Some((sa, role)) => (Some(sa), role),
         None => (None, None),
@@ -210,6 +218,12 @@ impl Diagnosis {
             None
         } else {
             match sa.role_arn_annotation() {
+                None if matches!(facts.pod_identity, Fact::Unavailable(_)) => {
+                    if let Fact::Unavailable(u) = &facts.pod_identity {
+                        self.unavailable(cond, u);
+                    }
+                    None
+                }
                 None => {
                     self.add(
                         Reason::RoleArnAnnotationMissing,
@@ -239,6 +253,18 @@ impl Diagnosis {
                         }
                         _ => Some(arn),
                     },
+                    Err(_) if annotations::is_role_name(value) => {
+                        self.add(
+                            Reason::RoleArnIsRoleName,
+                            cond,
+                            format!(
+                                "{who}: {ROLE_ARN} {value:?} is a role name, not an ARN; only webhooks configured with the \
+                                 AWS account compose the ARN from it (older or self-managed ones inject it as is and STS \
+                                 rejects it), so irsa-doctor cannot check the role"
+                            ),
+                        );
+                        None
+                    }
                     Err(e) => {
                         self.add(
                             Reason::RoleArnMalformed,
@@ -260,15 +286,41 @@ impl Diagnosis {
                 );
             }
         }
-        if let Some(value) = sa.invalid_token_expiration() {
+        if let Some(problem) = sa
+            .annotations
+            .get(TOKEN_EXPIRATION)
+            .and_then(|v| annotations::token_expiration_problem(v))
+        {
             self.add(
                 Reason::TokenExpirationInvalid,
                 cond,
-                format!(
-                    "{who}: {TOKEN_EXPIRATION} {value:?} is not a whole number of seconds of at least 600; the \
-                     webhook falls back to 86400 for non-numbers and raises smaller values to 600"
-                ),
+                format!("{who}: {problem}"),
             );
+        }
+        if let Some(value) = sa.annotations.get(annotations::STS_REGIONAL_ENDPOINTS) {
+            if annotations::parse_bool(value).is_none() {
+                self.add(
+                    Reason::StsRegionalEndpointsInvalid,
+                    cond,
+                    format!(
+                        "{who}: {} {value:?} is not a boolean as Go's strconv.ParseBool reads it (true/false, 1/0, \
+                         t/f, TRUE/FALSE, True/False); the webhook ignores it and pods use its default STS endpoint",
+                        annotations::STS_REGIONAL_ENDPOINTS
+                    ),
+                );
+            }
+        }
+        if let Some(value) = sa.annotations.get(AUDIENCE) {
+            if value.trim().is_empty() || value.trim() != value || value.contains(',') {
+                self.add(
+                    Reason::AudienceAnnotationInvalid,
+                    cond,
+                    format!(
+                        "{who}: {AUDIENCE} {value:?} is used verbatim as the token's one audience; it is empty, has \
+                         surrounding spaces or lists several, which no trust policy written for it matches"
+                    ),
+                );
+            }
         }
         let message = match &role {
             Some(arn) => format!("{who} is annotated with role {arn}"),
@@ -540,16 +592,25 @@ impl Diagnosis {
             );
         }
         for f in workloads::audit(pods, annotation) {
-            self.add(f.reason, cond, f.message);
+            // A pod's own annotation (token-expiration) belongs to its reason's condition.
+            let condition = match f.reason.condition() {
+                Some(C::ServiceAccountValid) => C::ServiceAccountValid,
+                _ => cond,
+            };
+            self.add(f.reason, condition, f.message);
         }
-        self.close(
-            cond,
-            Reason::WorkloadsInjected,
+        let message = if pods.iter().all(|p| p.admitted) {
             format!(
                 "all {} running pod(s) of the ServiceAccount have the current role injected",
                 pods.len()
-            ),
-        );
+            )
+        } else {
+            format!(
+                "{} workload(s) of the ServiceAccount pass the checks that need no cluster",
+                pods.len()
+            )
+        };
+        self.close(cond, Reason::WorkloadsInjected, message);
     }
 
     /// A custom audience the trust policy or provider rejects points at the annotation as the cause.
@@ -604,6 +665,223 @@ impl Diagnosis {
             findings: self.findings,
             conditions: self.conditions,
         }
+    }
+}
+
+/// Whether the trust policy of a Pod Identity association's role admits the Pod Identity Agent
+/// (`None`: not known yet). Gathering simulates the role's permissions only when `Some(true)`.
+pub fn pod_identity_trust_admits(pi: &PodIdentity) -> Option<bool> {
+    let found = pi.role.known()?.as_ref()?;
+    let policy = PolicyDocument::parse(&found.trust_policy).ok()?;
+    Some(evaluate_service(&policy, &pi.association.request()).admits())
+}
+
+impl Diagnosis {
+    /// The diagnosis of a ServiceAccount whose EKS Pod Identity association is in force: the
+    /// webhook injects it instead of IRSA, so the association's role is the one checked.
+    fn diagnose_pod_identity(
+        mut self,
+        facts: &Facts,
+        sa: &ServiceAccount,
+        pi: &PodIdentity,
+    ) -> Report {
+        let a = &pi.association;
+        let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
+        let cond = C::ServiceAccountValid;
+        if let Some(annotated) = sa.role_arn_annotation() {
+            self.add(
+                Reason::PodIdentityOverridesAnnotation,
+                cond,
+                format!(
+                    "{who} has both EKS Pod Identity association {} (role {}) and {ROLE_ARN} {annotated:?}; the \
+                     webhook injects Pod Identity, not IRSA, so its pods get {} and not the annotated role",
+                    a.id, a.role_arn, a.role_arn
+                ),
+            );
+        }
+        let role = match RoleArn::parse(&a.role_arn) {
+            Ok(arn) => match &facts.allowed_roles {
+                Some(allowed) if !allowed.admits(&arn) => {
+                    self.add(
+                        Reason::RoleNotAllowed,
+                        cond,
+                        format!(
+                            "{who} gets role {arn} from Pod Identity association {}, which is not among the roles \
+                             this operator may look up (--allowed-role-arns {allowed})",
+                            a.id
+                        ),
+                    );
+                    self.no_role = Some("the association's role is outside --allowed-role-arns");
+                    None
+                }
+                _ => Some(arn),
+            },
+            Err(e) => {
+                self.add(
+                    Reason::RoleArnMalformed,
+                    cond,
+                    format!(
+                        "Pod Identity association {} names role {:?}: {e}",
+                        a.id, a.role_arn
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(expected) = &facts.expected_role_arn {
+            if expected.trim() != a.role_arn {
+                self.add(
+                    Reason::RoleArnMismatch,
+                    cond,
+                    format!(
+                        "{who} gets role {:?} from Pod Identity association {}, but spec.expectedRoleArn is \
+                         {expected:?}",
+                        a.role_arn, a.id
+                    ),
+                );
+            }
+        }
+        self.close(
+            cond,
+            Reason::PodIdentityAssociated,
+            format!(
+                "{who} gets role {} from EKS Pod Identity association {}",
+                a.role_arn, a.id
+            ),
+        );
+
+        let cond = C::OidcProviderValid;
+        let agent = match &pi.agent {
+            Fact::Known(true) => "; the eks-pod-identity-agent add-on is installed".to_string(),
+            Fact::Known(false) => {
+                self.add(
+                    Reason::PodIdentityAgentMissing,
+                    cond,
+                    format!(
+                        "cluster {} has no eks-pod-identity-agent add-on, so unless the agent runs as a \
+                         self-managed DaemonSet nothing serves 169.254.170.23 and pods get no credentials",
+                        a.cluster
+                    ),
+                );
+                String::new()
+            }
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                String::new()
+            }
+            Fact::Skipped(why) => format!("; {why}"),
+        };
+        self.close(
+            cond,
+            Reason::OIDCProviderNotNeeded,
+            format!("EKS Pod Identity needs no IAM OIDC provider{agent}"),
+        );
+
+        let cond = C::TrustPolicyValid;
+        match &role {
+            None => self.not_evaluated(cond, self.no_role()),
+            Some(role) => {
+                if let Some(found) = self.known_or_close(cond, &pi.role, Reason::TrustPolicyAllows)
+                {
+                    match found {
+                        None => self.add(
+                            Reason::RoleNotFound,
+                            cond,
+                            format!(
+                                "role {role} of Pod Identity association {} does not exist in account {}",
+                                a.id,
+                                role.account()
+                            ),
+                        ),
+                        Some(found) => {
+                            self.trust_admits =
+                                Some(self.evaluate_service_trust(role, &found.trust_policy, pi));
+                        }
+                    }
+                    self.close(
+                        cond,
+                        Reason::TrustPolicyAllows,
+                        format!(
+                            "the trust policy of {role} allows sts:AssumeRole and sts:TagSession to {SERVICE_PRINCIPAL}"
+                        ),
+                    );
+                }
+            }
+        }
+
+        // The checks below read the role the association names.
+        let mut in_force = facts.clone();
+        in_force.role = pi.role.clone();
+        self.check_permissions(&in_force, role.as_ref());
+        self.check_probe(&in_force, Some(sa), role.as_ref());
+        self.check_pod_identity_workloads(facts, role.as_ref());
+        let mut report = self.finish(facts);
+        report.role_arn = Some(escape_untrusted(&a.role_arn).into_owned());
+        report
+    }
+
+    fn evaluate_service_trust(
+        &mut self,
+        role: &RoleArn,
+        trust_policy: &str,
+        pi: &PodIdentity,
+    ) -> bool {
+        let cond = C::TrustPolicyValid;
+        let policy = match PolicyDocument::parse(trust_policy) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = match self.disclosure {
+                    Disclosure::Full => format!("trust policy of {role}: {e}"),
+                    Disclosure::AdmittedOnly => format!(
+                        "the trust policy of {role} is not a valid policy document; {WITHHELD}"
+                    ),
+                };
+                self.add(Reason::TrustPolicyInvalid, cond, message);
+                return false;
+            }
+        };
+        let verdict = evaluate_service(&policy, &pi.association.request());
+        for f in &verdict.findings {
+            self.add(
+                f.reason,
+                cond,
+                format!("trust policy of {role}: {}", f.message),
+            );
+        }
+        verdict.admits()
+    }
+
+    fn check_pod_identity_workloads(&mut self, facts: &Facts, role: Option<&RoleArn>) {
+        let cond = C::WorkloadsValid;
+        let pods = match &facts.workloads {
+            None | Some(Fact::Skipped(_)) => return,
+            Some(Fact::Unavailable(u)) => {
+                self.unavailable(cond, u);
+                return self.close(cond, Reason::WorkloadsInjected, String::new());
+            }
+            Some(Fact::Known(p)) => p,
+        };
+        if role.is_none() {
+            return self.not_evaluated(cond, self.no_role());
+        }
+        if pods.is_empty() {
+            return self.close(
+                cond,
+                Reason::NoWorkloads,
+                "no running pod uses the ServiceAccount".into(),
+            );
+        }
+        for f in pod_identity::audit(pods) {
+            self.add(f.reason, cond, f.message);
+        }
+        self.close(
+            cond,
+            Reason::WorkloadsInjected,
+            format!(
+                "all {} running pod(s) of the ServiceAccount have EKS Pod Identity injected",
+                pods.len()
+            ),
+        );
     }
 }
 

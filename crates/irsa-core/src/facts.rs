@@ -8,6 +8,7 @@ use wildmatch::WildMatch;
 use crate::annotations::ServiceAccount;
 use crate::arn::{OidcProviderArn, RoleArn};
 use crate::issuer::Issuer;
+use crate::pod_identity::PodIdentity;
 use crate::probe::ProbeObservation;
 use crate::reason::Reason;
 use crate::workloads::PodFacts;
@@ -202,6 +203,9 @@ pub struct Facts {
     pub probe: Option<Fact<ProbeObservation>>,
     /// Running pods of the ServiceAccount; `None` when the audit does not apply.
     pub workloads: Option<Fact<Vec<PodFacts>>>,
+    /// The ServiceAccount's EKS Pod Identity association; `Known(None)` when it has none,
+    /// `Skipped` when not looked for (no cluster name). When known, it is the one in force.
+    pub pod_identity: Fact<Option<PodIdentity>>,
 }
 
 impl Facts {
@@ -220,6 +224,9 @@ impl Facts {
             permissions: Fact::Skipped("no permissions were requested".into()),
             probe: None,
             workloads: None,
+            pod_identity: Fact::Skipped(
+                "EKS Pod Identity associations were not looked up (no --cluster-name)".into(),
+            ),
         }
     }
 

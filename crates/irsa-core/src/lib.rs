@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod facts;
 pub mod issuer;
 pub mod manifest;
+pub mod pod_identity;
 pub mod policy;
 pub mod probe;
 pub mod reason;

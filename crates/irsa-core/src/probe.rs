@@ -12,12 +12,23 @@ pub struct Injection {
     pub token_file: bool,
     /// Whether the projected token volume `aws-iam-token` exists.
     pub token_volume: bool,
+    /// Whether `AWS_CONTAINER_CREDENTIALS_FULL_URI` is set (EKS Pod Identity).
+    pub container_credentials_uri: bool,
+    /// Whether `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` is set (EKS Pod Identity).
+    pub container_token_file: bool,
+    /// Whether the projected token volume `eks-pod-identity-token` exists (EKS Pod Identity).
+    pub pod_identity_token_volume: bool,
 }
 
 impl Injection {
     /// Everything IRSA needs is there.
     pub fn complete(&self) -> bool {
         self.role_arn.is_some() && self.token_file && self.token_volume
+    }
+
+    /// Everything EKS Pod Identity needs is there (the webhook injects it instead of IRSA).
+    pub fn pod_identity(&self) -> bool {
+        self.container_credentials_uri && self.container_token_file
     }
 }
 
@@ -79,6 +90,45 @@ fn last_lines(output: &str) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
+/// The cause of an STS failure, from the error code and message the AWS CLI prints.
+fn sts_error_cause(output: &str) -> Option<(Reason, &'static str)> {
+    let has = |s: &str| output.contains(s);
+    Some(if has("No OpenIDConnect provider found") {
+        (
+            Reason::ProbeInvalidIdentityToken,
+            "STS found no IAM OIDC provider for the token's issuer in the role's account",
+        )
+    } else if has("Incorrect token audience") {
+        (
+            Reason::ProbeTokenAudienceRejected,
+            "the IAM OIDC provider does not list the token's audience among its client IDs",
+        )
+    } else if has("Couldn't retrieve verification key") {
+        (
+            Reason::ProbeJwksUnreachable,
+            "STS could not fetch the issuer's signing keys (JWKS)",
+        )
+    } else if has("ExpiredToken") {
+        (
+            Reason::ProbeTokenExpired,
+            "STS says the token expired: a skewed node clock or a token cached past its lifetime",
+        )
+    } else if has("RegionDisabledException") {
+        (
+            Reason::ProbeRegionDisabled,
+            "STS is not activated in the region the pod calls",
+        )
+    } else if has("Connect timeout on endpoint URL") || has("Could not connect to the endpoint URL")
+    {
+        (
+            Reason::ProbeStsUnreachable,
+            "the pod cannot reach the STS endpoint (no STS VPC endpoint or egress; AWS_STS_REGIONAL_ENDPOINTS decides which endpoint is called)",
+        )
+    } else {
+        return None;
+    })
+}
+
 /// Classifies a probe run against the annotated role.
 pub fn classify(observation: &ProbeObservation, role: &RoleArn) -> ProbeVerdict {
     let verdict = |reason, message: String| ProbeVerdict {
@@ -116,13 +166,21 @@ pub fn classify(observation: &ProbeObservation, role: &RoleArn) -> ProbeVerdict 
                 );
             };
             match assumed_role(&arn) {
-                Some((name, _)) if name == role.name() && injection.complete() => ProbeVerdict {
-                    reason: Reason::ProbeAssumedRole,
-                    message: format!("the probe pod ran as {arn}"),
-                    assumed_arn: Some(arn),
-                },
+                Some((name, _))
+                    if name == role.name()
+                        && (injection.complete() || injection.pod_identity()) =>
+                {
+                    ProbeVerdict {
+                        reason: Reason::ProbeAssumedRole,
+                        message: format!("the probe pod ran as {arn}"),
+                        assumed_arn: Some(arn),
+                    }
+                }
                 // EC2 instance sessions are named after the instance id.
-                Some((_, session)) if session.starts_with("i-") || !injection.complete() => {
+                Some((_, session))
+                    if session.starts_with("i-")
+                        || !(injection.complete() || injection.pod_identity()) =>
+                {
                     verdict(
                         Reason::ProbeAssumedNodeRole,
                         format!(
@@ -142,7 +200,7 @@ pub fn classify(observation: &ProbeObservation, role: &RoleArn) -> ProbeVerdict 
         }
         ProbeResult::Exited { code, output } => {
             let seen = last_lines(output);
-            if !injection.complete() {
+            if !injection.complete() && !injection.pod_identity() {
                 return verdict(
                     Reason::ProbeCredentialsNotInjected,
                     format!("{}; the CLI said: {seen}", not_injected()),
@@ -153,6 +211,8 @@ pub fn classify(observation: &ProbeObservation, role: &RoleArn) -> ProbeVerdict 
                     Reason::ProbeNoCredentials,
                     format!("the AWS CLI found no credentials: {seen}"),
                 )
+            } else if let Some((reason, why)) = sts_error_cause(output) {
+                verdict(reason, format!("{why}: {seen}"))
             } else if output.contains("InvalidIdentityToken") {
                 verdict(
                     Reason::ProbeInvalidIdentityToken,
@@ -188,6 +248,7 @@ mod tests {
             role_arn: Some(role().to_string()),
             token_file: true,
             token_volume: true,
+            ..Injection::default()
         }
     }
 
@@ -261,8 +322,18 @@ mod tests {
             255,
             "Could not connect to the endpoint URL: \"https://sts.us-east-1.amazonaws.com/\"",
         );
-        assert_eq!(other_error.reason, Reason::ProbeFailed);
+        assert_eq!(other_error.reason, Reason::ProbeStsUnreachable);
         assert!(other_error.message.contains("Could not connect"));
+        for (output, reason) in [
+            ("An error occurred (InvalidIdentityToken) when calling the AssumeRoleWithWebIdentity operation: Incorrect token audience", Reason::ProbeTokenAudienceRejected),
+            ("An error occurred (InvalidIdentityToken) when calling the AssumeRoleWithWebIdentity operation: Couldn't retrieve verification key from your identity provider,  please reference AssumeRoleWithWebIdentity documentation for requirements", Reason::ProbeJwksUnreachable),
+            ("An error occurred (ExpiredTokenException) when calling the AssumeRoleWithWebIdentity operation: Token expired: current date/time 1700000000 must be before the expiration date/time 1699990000", Reason::ProbeTokenExpired),
+            ("An error occurred (RegionDisabledException) when calling the AssumeRoleWithWebIdentity operation: STS is not activated in this region for account:111122223333", Reason::ProbeRegionDisabled),
+            ("Connect timeout on endpoint URL: \"https://sts.ap-southeast-1.amazonaws.com/\"", Reason::ProbeStsUnreachable),
+            ("An error occurred (Throttling) when calling the AssumeRoleWithWebIdentity operation: Rate exceeded", Reason::ProbeFailed),
+        ] {
+            assert_eq!(run(injected(), 254, output).reason, reason, "{output}");
+        }
     }
 
     #[test]

@@ -148,6 +148,12 @@ catalogue! {
         "Remove eks.amazonaws.com/audience (the default is sts.amazonaws.com) or admit that audience in the trust policy and the provider.";
     TokenExpirationInvalid, Some(C::ServiceAccountValid), Warning,
         "Set eks.amazonaws.com/token-expiration to a whole number of seconds of at least 600, or remove it (default 86400).";
+    RoleArnIsRoleName, Some(C::ServiceAccountValid), Warning,
+        "Write the role's full ARN (arn:<partition>:iam::<account>:role/<name>) unless every cluster runs a webhook configured with the AWS account to compose it from a name.";
+    StsRegionalEndpointsInvalid, Some(C::ServiceAccountValid), Warning,
+        "Set eks.amazonaws.com/sts-regional-endpoints to \"true\" or \"false\" (any value Go's strconv.ParseBool accepts); other values are ignored.";
+    AudienceAnnotationInvalid, Some(C::ServiceAccountValid), Warning,
+        "Set eks.amazonaws.com/audience to exactly one audience without surrounding spaces, or remove it (default sts.amazonaws.com).";
     ClusterIssuerUnknown, Some(C::OidcProviderValid), Unknown,
         "Configure the issuer (--issuer) or the cluster name (--cluster-name), or grant eks:DescribeCluster.";
     OIDCProviderMissing, Some(C::OidcProviderValid), Error,
@@ -204,10 +210,50 @@ catalogue! {
         "Nothing to fix in the setup: every probe slot (--max-concurrent-probes) is busy; the probe runs as soon as one frees up.";
     ProbeFailed, Some(C::ProbeSucceeded), Error,
         "Read the CLI's error in the message; it names what AWS refused.";
+    ProbeTokenAudienceRejected, Some(C::ProbeSucceeded), Error,
+        "Add the token's audience to the IAM OIDC provider's client IDs, or remove eks.amazonaws.com/audience so tokens carry sts.amazonaws.com.";
+    ProbeJwksUnreachable, Some(C::ProbeSucceeded), Error,
+        "Make the issuer's /.well-known/openid-configuration and JWKS reachable from the public internet over valid TLS; for EKS issuers retry, it is transient.";
+    ProbeTokenExpired, Some(C::ProbeSucceeded), Error,
+        "Sync the node's clock (chrony/NTP) and make sure the SDK re-reads the token file instead of caching a token; the kubelet rotates it before expiry.";
+    ProbeRegionDisabled, Some(C::ProbeSucceeded), Error,
+        "Activate STS in the region (IAM console, Account settings, STS endpoints) or set AWS_STS_REGIONAL_ENDPOINTS/AWS_REGION to a region where it is active.";
+    ProbeStsUnreachable, Some(C::ProbeSucceeded), Error,
+        "Give the VPC an STS interface endpoint (com.amazonaws.<region>.sts) or a route to the internet, and use the regional endpoint (eks.amazonaws.com/sts-regional-endpoints: \"true\").";
     StalePodsFound, Some(C::WorkloadsValid), Error,
         "Restart the named pods (kubectl rollout restart) so the webhook injects the current role.";
     StaticCredentialsFound, Some(C::WorkloadsValid), Warning,
-        "Remove AWS_ACCESS_KEY_ID / AWS_PROFILE from the containers; they take precedence over IRSA.";
+        "Remove AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (literal or from a Secret) from the containers; they take precedence over IRSA.";
+    PodCreatedBeforeAnnotation, Some(C::WorkloadsValid), Error,
+        "Restart the named pods (kubectl rollout restart): the webhook mutates pods only when they are created, and these predate the role-arn annotation.";
+    PodCreatedWithServiceAccount, Some(C::WorkloadsValid), Error,
+        "Restart the named pods once; apply the ServiceAccount before the workload (a separate apply or a Helm hook) so the webhook's cache has it.";
+    PodOptedOutOfInjection, Some(C::WorkloadsValid), Warning,
+        "Remove the eks.amazonaws.com/skip-pod-identity-webhook label or the container from eks.amazonaws.com/skip-containers if the pod needs the role, then restart it.";
+    PresetWebIdentityEnv, Some(C::WorkloadsValid), Error,
+        "Remove AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE from the pod template and let the webhook inject both, or set both consistently with a mounted token.";
+    PodIdentityWebhookMissing, Some(C::WorkloadsValid), Error,
+        "Install the pod identity webhook (built into EKS; on other clusters deploy amazon-eks-pod-identity-webhook), then restart the pods.";
+    WebhookSelectorExcludesPod, Some(C::WorkloadsValid), Error,
+        "Label the namespace or pod so the webhook's namespaceSelector and objectSelector select it, then restart the pods.";
+    InjectionFailedOpen, Some(C::WorkloadsValid), Error,
+        "Restart the pods now that the webhook answers; keep the webhook highly available, since failurePolicy Ignore admits pods unmutated while it is down.";
+    TokenUnreadable, Some(C::WorkloadsValid), Error,
+        "Set securityContext.fsGroup, or run every container as the same runAsUser, or drop the restrictive defaultMode from the token volume.";
+    CredentialsMayBeShadowed, Some(C::WorkloadsValid), Warning,
+        "Make sure the Secret or ConfigMap used with envFrom holds no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use a prefix, so it cannot override IRSA.";
+    SharedCredentialsConfigured, Some(C::WorkloadsValid), Warning,
+        "Remove AWS_PROFILE, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE and ~/.aws mounts unless the profile itself uses web identity; depending on the SDK they win over IRSA.";
+    Kube2iamAnnotationFound, Some(C::WorkloadsValid), Warning,
+        "Remove the iam.amazonaws.com/role annotation and kube2iam/kiam once pods use IRSA: their metadata proxy answers instead of IRSA for SDKs that reach it first.";
+    PodIdentityOverridesAnnotation, Some(C::ServiceAccountValid), Warning,
+        "Remove the eks.amazonaws.com/role-arn annotation or delete the Pod Identity association: pods get the association's role, not the annotated one.";
+    PodIdentityAgentMissing, Some(C::OidcProviderValid), Warning,
+        "Install the EKS Pod Identity Agent (aws eks create-addon --addon-name eks-pod-identity-agent), unless it runs as a self-managed DaemonSet.";
+    PodIdentityTrustMissingService, Some(C::TrustPolicyValid), Error,
+        "Add an Allow statement with Principal.Service pods.eks.amazonaws.com and Action [sts:AssumeRole, sts:TagSession] to the association's role.";
+    PodIdentityTrustMissingTagSession, Some(C::TrustPolicyValid), Error,
+        "Add sts:TagSession next to sts:AssumeRole in the statement trusting pods.eks.amazonaws.com: the agent tags every session.";
     SpecInvalid, Some(C::Ready), Error,
         "Fix the IrsaCheck's spec as the message says (kubectl edit irsacheck <name>).";
     AwsApiUnavailable, None, Unknown,
@@ -222,6 +268,10 @@ catalogue! {
         "Supply the missing input to run this check.";
     ServiceAccountAnnotated, Some(C::ServiceAccountValid), Ok,
         "The ServiceAccount exists and names a well-formed role ARN.";
+    PodIdentityAssociated, Some(C::ServiceAccountValid), Ok,
+        "An EKS Pod Identity association gives the ServiceAccount its role.";
+    OIDCProviderNotNeeded, Some(C::OidcProviderValid), Ok,
+        "EKS Pod Identity is in force for the ServiceAccount; it needs no IAM OIDC provider.";
     OIDCProviderFound, Some(C::OidcProviderValid), Ok,
         "The role's account has an IAM OIDC provider for the cluster's issuer.";
     TrustPolicyAllows, Some(C::TrustPolicyValid), Ok,

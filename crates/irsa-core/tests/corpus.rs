@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use irsa_core::manifest::service_accounts;
+use irsa_core::manifest::{service_accounts, DEFAULT_NAMESPACE};
+use irsa_core::workloads::workloads_in;
+use irsa_core::Fact;
 use irsa_core::{
     diagnose, ConditionType, Facts, Issuer, OidcProvider, OidcProviderArn, Reason, RoleArn,
     Severity,
@@ -31,6 +33,8 @@ fn needs_live_facts(reason: Reason) -> bool {
             | Reason::SpecInvalid
             // The operator's --allowed-role-arns, which lint does not have.
             | Reason::RoleNotAllowed
+            // eks:DescribeAddon, which lint does not call.
+            | Reason::PodIdentityAgentMissing
     )
 }
 
@@ -69,6 +73,36 @@ fn every_corpus_case_yields_exactly_its_expected_reasons() {
                 roles.get(arn).cloned()
             });
         facts.expected_role_arn = case.expected_role_arn.clone();
+        if let Some(docs) = &case.workloads {
+            let pods = docs
+                .iter()
+                .flat_map(|d| workloads_in(d, DEFAULT_NAMESPACE))
+                .filter(|w| w.namespace == facts.namespace && w.service_account == facts.name)
+                .map(|w| w.pod)
+                .collect();
+            facts.workloads = Some(Fact::Known(pods));
+        }
+        if let Some(docs) = &case.pod_identity_associations {
+            let text = serde_json::Value::Array(docs.clone()).to_string();
+            let associations = irsa_core::pod_identity::parse_associations(&text).unwrap();
+            facts.pod_identity = Fact::Known(
+                associations
+                    .into_iter()
+                    .find(|a| a.namespace == facts.namespace && a.service_account == facts.name)
+                    .map(|a| {
+                        let mut pi = irsa_core::pod_identity::PodIdentity::new(a);
+                        if let Some(policy) = RoleArn::parse(&pi.association.role_arn)
+                            .ok()
+                            .and_then(|arn| roles.get(&arn))
+                        {
+                            pi.role = Fact::Known(Some(irsa_core::Role {
+                                trust_policy: policy.clone(),
+                            }));
+                        }
+                        pi
+                    }),
+            );
+        }
         let report = diagnose(&facts);
         let found: BTreeSet<String> = report
             .reasons_at_least(Severity::Warning)

@@ -332,3 +332,87 @@ fn namespace_flag_applies_to_manifests_without_one() {
         String::from_utf8_lossy(&namespaced.stdout)
     );
 }
+
+#[test]
+fn workloads_are_checked_offline_and_named_in_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let sa = dir.path().join("sa.yaml");
+    std::fs::write(
+        &sa,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: api\n  namespace: reports\n  annotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/api\n",
+    )
+    .unwrap();
+    let workloads = dir.path().join("workloads.yaml");
+    std::fs::write(
+        &workloads,
+        "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: reports}
+spec:
+  template:
+    spec:
+      serviceAccountName: api
+      containers:
+      - name: app
+        env:
+        - {name: AWS_ROLE_ARN, value: arn:aws:iam::111122223333:role/api}
+        - name: AWS_ACCESS_KEY_ID
+          valueFrom: {secretKeyRef: {name: legacy-aws, key: id}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: reports}
+spec:
+  schedule: '0 3 * * *'
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          serviceAccountName: api
+          securityContext: {runAsUser: 1000}
+          containers:
+          - name: job
+",
+    )
+    .unwrap();
+    let args = [
+        "--issuer",
+        ISSUER,
+        "--service-account",
+        sa.to_str().unwrap(),
+        "--workload",
+        workloads.to_str().unwrap(),
+    ];
+    let out = lint(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("PresetWebIdentityEnv")
+            && text.contains("Deployment reports/api container app"),
+        "{text}"
+    );
+    assert!(
+        text.contains("from Secret legacy-aws key id") && !text.contains("CronJob"),
+        "{text}"
+    );
+    let mut json_args = args.to_vec();
+    json_args.extend(["--format", "json"]);
+    let json: Value = serde_json::from_slice(&lint(&json_args).stdout).unwrap();
+    let reasons: Vec<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"StaticCredentialsFound"), "{reasons:?}");
+    let missing = lint(&[
+        "--issuer",
+        ISSUER,
+        "--service-account",
+        sa.to_str().unwrap(),
+        "--workload",
+        "/nonexistent.yaml",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+}

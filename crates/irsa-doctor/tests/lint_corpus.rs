@@ -42,6 +42,20 @@ fn lint_binary_reports_each_corpus_case_exactly() {
             };
             cmd.args(["--oidc-provider", &spec]);
         }
+        if let Some(docs) = &case.pod_identity_associations {
+            let file = dir.path().join(format!("{i}-associations.json"));
+            std::fs::write(&file, serde_json::Value::Array(docs.clone()).to_string()).unwrap();
+            cmd.arg("--pod-identity-association").arg(&file);
+        }
+        if let Some(docs) = &case.workloads {
+            let file = dir.path().join(format!("{i}-workloads.yaml"));
+            let text: Vec<String> = docs
+                .iter()
+                .map(|d| serde_yaml_ng::to_string(d).unwrap())
+                .collect();
+            std::fs::write(&file, text.join("---\n")).unwrap();
+            cmd.arg("--workload").arg(&file);
+        }
         if let Some(expected) = &case.expected_role_arn {
             cmd.args(["--expected-role-arn", expected]);
         }

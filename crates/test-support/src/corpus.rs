@@ -23,6 +23,12 @@ pub struct Case {
     pub roles: BTreeMap<String, Value>,
     /// `spec.expectedRoleArn`.
     pub expected_role_arn: Option<String>,
+    /// Pods and workloads (Deployment, CronJob, …) run against the ServiceAccount offline.
+    #[serde(default)]
+    pub workloads: Option<Vec<Value>>,
+    /// EKS Pod Identity associations, as `aws eks describe-pod-identity-association` prints them.
+    #[serde(default)]
+    pub pod_identity_associations: Option<Vec<Value>>,
     /// Reasons of severity error, warning or unknown, exactly.
     pub expect: Vec<String>,
 }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod corpus;
+pub mod eks;
 pub mod moto;
 pub mod net;
 pub mod operator;

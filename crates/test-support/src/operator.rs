@@ -63,6 +63,17 @@ pub fn start_operator(
     aws_url: &str,
     extra: &[&str],
 ) -> Operator {
+    start_operator_with_env(bin, cluster, aws_url, extra, &[])
+}
+
+/// [`start_operator`] with extra environment variables, e.g. `AWS_ENDPOINT_URL_EKS`.
+pub fn start_operator_with_env(
+    bin: &Path,
+    cluster: &(impl TestCluster + ?Sized),
+    aws_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Operator {
     let port = free_port();
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -82,6 +93,7 @@ pub fn start_operator(
     .stdout(Stdio::null())
     .stderr(operator_log(port));
     aws_env(&mut cmd, aws_url);
+    cmd.envs(env.iter().copied());
     Operator {
         child: cmd.spawn().unwrap(),
         metrics: format!("127.0.0.1:{port}"),

@@ -158,6 +158,26 @@ pub fn read_service_accounts(
     Ok(out)
 }
 
+/// Every Pod and pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) in a
+/// YAML or JSON file of one or more documents (`kind: List` included); `namespace` is used for
+/// manifests that set none.
+pub fn read_workloads(
+    path: &Path,
+    namespace: &str,
+) -> Result<Vec<irsa_core::workloads::Workload>, InputError> {
+    let text = read(path)?;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| InputError::Syntax {
+            path: path.to_path_buf(),
+            document: i + 1,
+            detail: e.to_string(),
+        })?;
+        out.extend(irsa_core::workloads::workloads_in(&value, namespace));
+    }
+    Ok(out)
+}
+
 /// Lines of `metadata.name` in manifests. serde's YAML parser keeps no positions, so the text is
 /// walked a second time with yaml-rust2's event parser, whose every event carries its line.
 mod manifest_lines {

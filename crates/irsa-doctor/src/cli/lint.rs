@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use irsa_core::{diagnose, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
+use irsa_core::{diagnose, Fact, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
 
-use super::inputs::{read_service_accounts, Roles, SourceLocation};
+use super::inputs::{read_service_accounts, read_workloads, Roles, SourceLocation};
 use super::output::{self, Format};
 use super::sarif;
 
@@ -33,6 +33,16 @@ pub struct LintArgs {
     /// An IAM OIDC provider known to exist, optionally with its client IDs (audiences).
     #[arg(long = "oidc-provider", value_name = "ARN[=AUDIENCE,...]")]
     oidc_providers: Vec<String>,
+    /// A YAML or JSON file of Pods or workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet,
+    /// Job, CronJob; several documents and `kind: List` allowed): their pod templates are checked
+    /// against the ServiceAccounts they run as, without a cluster.
+    #[arg(long = "workload", value_name = "FILE")]
+    workloads: Vec<PathBuf>,
+    /// EKS Pod Identity associations, as `aws eks describe-pod-identity-association` prints them
+    /// (one or several): the association is the one in force for its ServiceAccount, and its
+    /// role's trust policy (from --role) must allow pods.eks.amazonaws.com.
+    #[arg(long = "pod-identity-association", value_name = "FILE")]
+    pod_identity_associations: Vec<PathBuf>,
     /// The role every ServiceAccount must name (a drift guard, like an IrsaCheck's spec.expectedRoleArn).
     #[arg(long, value_name = "ROLE_ARN")]
     expected_role_arn: Option<String>,
@@ -50,7 +60,26 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
     for path in &args.service_accounts {
         service_accounts.extend(read_service_accounts(path, &args.namespace)?);
     }
-    service_accounts.retain(|sa| sa.account.wants_irsa());
+    let mut associations = Vec::new();
+    for path in &args.pod_identity_associations {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--pod-identity-association {}", path.display()))?;
+        associations.extend(
+            irsa_core::pod_identity::parse_associations(&text).map_err(|e| {
+                anyhow::anyhow!("--pod-identity-association {}: {e}", path.display())
+            })?,
+        );
+    }
+    let association_of = |sa: &irsa_core::ServiceAccount| {
+        associations
+            .iter()
+            .find(|a| a.namespace == sa.namespace && a.service_account == sa.name)
+    };
+    service_accounts.retain(|sa| sa.account.wants_irsa() || association_of(&sa.account).is_some());
+    let mut workloads = Vec::new();
+    for path in &args.workloads {
+        workloads.extend(read_workloads(path, &args.namespace)?);
+    }
     let mut roles = Roles::default();
     for spec in &args.roles {
         roles.add_spec(spec)?;
@@ -77,6 +106,31 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
                 roles.get(arn).map(|r| r.trust_policy.clone())
             });
             facts.expected_role_arn = args.expected_role_arn.clone();
+            if !args.pod_identity_associations.is_empty() {
+                let sa = facts.service_account.known().and_then(Option::as_ref);
+                facts.pod_identity = Fact::Known(sa.and_then(association_of).map(|a| {
+                    let mut pi = irsa_core::pod_identity::PodIdentity::new(a.clone());
+                    if let Some(r) = RoleArn::parse(&a.role_arn)
+                        .ok()
+                        .and_then(|arn| roles.get(&arn))
+                    {
+                        pi.role = Fact::Known(Some(irsa_core::Role {
+                            trust_policy: r.trust_policy.clone(),
+                        }));
+                    }
+                    pi
+                }));
+            }
+            if !args.workloads.is_empty() {
+                let (namespace, name) = (&facts.namespace, &facts.name);
+                facts.workloads = Some(Fact::Known(
+                    workloads
+                        .iter()
+                        .filter(|w| w.namespace == *namespace && w.service_account == *name)
+                        .map(|w| w.pod.clone())
+                        .collect(),
+                ));
+            }
             (diagnose(&facts), sa.location)
         })
         .unzip();

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use irsa_core::workloads::{ContainerFacts, PodFacts};
+use irsa_core::workloads::PodFacts;
 use irsa_core::{Fact, Reason, Unavailable};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -18,39 +18,16 @@ use crate::api::probe_pod_owner;
 const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";
 const PAGE: u32 = 500;
 
-/// The parts of a pod the audit reads.
+/// The parts of a pod the audit reads, as admitted. Read through the pod's JSON form, with the
+/// same reader `lint --workload` uses for manifests.
 pub fn pod_facts(pod: &Pod) -> PodFacts {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let containers = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .map(|c| ContainerFacts {
-            name: c.name.clone(),
-            env: c
-                .env
-                .iter()
-                .flatten()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
-        })
-        .collect();
-    let owner = pod
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .map(|o| format!("{}/{}", o.kind, o.name));
-    let skip_containers = pod
-        .annotations()
-        .get("eks.amazonaws.com/skip-containers")
-        .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    PodFacts {
-        name: pod.name_any(),
-        owner,
-        containers,
-        skip_containers,
-    }
+    let value = serde_json::to_value(pod).unwrap_or_default();
+    irsa_core::workloads::pod_facts_from(
+        value.get("metadata"),
+        value.get("spec"),
+        pod.name_any(),
+        true,
+    )
 }
 
 /// Every pod but irsa-doctor's own probe pods.

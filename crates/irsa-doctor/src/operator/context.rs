@@ -100,6 +100,8 @@ pub struct Context {
     /// What each check's written status was diagnosed from, and when it was written, by
     /// namespace and name.
     written: Mutex<HashMap<(String, String), (Written, Instant)>>,
+    /// `--cluster-name`: EKS Pod Identity associations are looked up only with it.
+    cluster_name: Option<String>,
 }
 
 /// What a check's written status was diagnosed from: a check waiting for a probe slot skips
@@ -142,7 +144,19 @@ impl Context {
             tenancy: Tenancy::default(),
             last_probes: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            cluster_name: None,
         }
+    }
+
+    /// The context for EKS cluster `name` (`--cluster-name`): Pod Identity is diagnosed too.
+    pub fn with_cluster_name(mut self, name: Option<String>) -> Context {
+        self.cluster_name = name;
+        self
+    }
+
+    /// `--cluster-name`, when configured.
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.cluster_name.as_deref()
     }
 
     /// The context with `tenancy` instead of the flags' defaults.

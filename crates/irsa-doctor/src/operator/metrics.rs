@@ -425,6 +425,7 @@ mod tests {
                 role_arn: None,
                 token_file: false,
                 token_volume: false,
+                ..Injection::default()
             },
             webhook_configured: None,
             result: ProbeResult::Exited {

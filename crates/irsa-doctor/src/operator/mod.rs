@@ -158,7 +158,8 @@ pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
             watched.checks.clone(),
             Prober::new(client.clone(), args.probe()),
         )
-        .with_tenancy(Tenancy::from_args(&args)),
+        .with_tenancy(Tenancy::from_args(&args))
+        .with_cluster_name(args.issuer.cluster_name.clone()),
     );
     let orphans = ctx.prober().sweep_orphans(&namespaces).await;
     if orphans > 0 {

@@ -87,6 +87,18 @@ impl ServiceAccounts {
         })
     }
 
+    /// A cached ServiceAccount, without waiting for the initial list; `None` when not cached
+    /// (absent, being deleted, or in a namespace that is not watched).
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccount> {
+        let sa = self
+            .store(namespace)?
+            .get(&ObjectRef::new(name).within(namespace))?;
+        sa.metadata
+            .deletion_timestamp
+            .is_none()
+            .then(|| gather::service_account(&sa.metadata))
+    }
+
     /// Every cached ServiceAccount that asks for IRSA (or nearly does).
     pub fn wanting_irsa(&self) -> Vec<ServiceAccount> {
         self.scopes

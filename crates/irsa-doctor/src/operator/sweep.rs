@@ -17,7 +17,7 @@ use super::metrics::Kind;
 use super::stopwatch::Stopwatch;
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
-use crate::gather::{gather_within, workloads};
+use crate::gather::{gather_within, with_pod_identity, workloads};
 
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
 /// flipped. `pods`: its live pods when already listed, else they are listed here.
@@ -39,6 +39,13 @@ pub async fn diagnose_service_account(
         ctx.allowed_roles(),
     )
     .await;
+    with_pod_identity(
+        ctx.aws(),
+        ctx.cluster_name(),
+        ctx.allowed_roles(),
+        &mut facts,
+    )
+    .await;
     facts.workloads = Some(match pods {
         Some(p) => p,
         None => workloads::pods_of(ctx.client(), &namespace, &name).await,
@@ -58,7 +65,36 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
     if orphans > 0 {
         tracing::info!(orphans, "removed orphaned probe pods");
     }
-    let wanting = ctx.service_accounts().wanting_irsa();
+    let mut wanting = ctx.service_accounts().wanting_irsa();
+    // ServiceAccounts with an EKS Pod Identity association ask for a role too, annotated or not:
+    // one paginated list of the cluster's associations per sweep (cached).
+    if let Some(cluster) = ctx.cluster_name() {
+        match ctx
+            .aws()
+            .pod_identity_association_list(&irsa_aws::Lane::Operator, cluster, None)
+            .await
+        {
+            Ok(associations) => {
+                let known: HashSet<(String, String)> = wanting
+                    .iter()
+                    .map(|sa| (sa.namespace.clone(), sa.name.clone()))
+                    .collect();
+                let pairs: std::collections::BTreeSet<(String, String)> = associations
+                    .into_iter()
+                    .map(|a| (a.namespace, a.service_account))
+                    .filter(|pair| !known.contains(pair))
+                    .collect();
+                for (namespace, name) in pairs {
+                    if let Some(sa) = ctx.service_accounts().cached(&namespace, &name) {
+                        wanting.push(sa);
+                    }
+                }
+            }
+            Err(u) => {
+                tracing::warn!(detail = %u.detail, "listing EKS Pod Identity associations failed")
+            }
+        }
+    }
     // Counts and Event memory cover every IRSA ServiceAccount, those an IrsaCheck diagnoses too.
     let live: HashSet<(String, String)> = wanting
         .iter()

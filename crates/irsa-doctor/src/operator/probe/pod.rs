@@ -137,6 +137,12 @@ pub fn injection(pod: &Pod) -> Injection {
         token_volume: spec
             .and_then(|s| s.volumes.as_ref())
             .is_some_and(|v| v.iter().any(|v| v.name == "aws-iam-token")),
+        container_credentials_uri: var(irsa_core::pod_identity::FULL_URI_ENV).is_some(),
+        container_token_file: var(irsa_core::pod_identity::TOKEN_FILE_ENV).is_some(),
+        pod_identity_token_volume: spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
+            v.iter()
+                .any(|v| v.name == irsa_core::pod_identity::TOKEN_VOLUME)
+        }),
     }
 }
 
