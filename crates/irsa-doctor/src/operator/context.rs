@@ -259,6 +259,35 @@ impl Context {
         &self.client
     }
 
+    /// Every fact about one ServiceAccount but its pods and the probe: the annotation's role
+    /// (AWS calls in the namespace's lane, only allowed roles looked up) and EKS Pod Identity.
+    pub async fn gather(
+        &self,
+        namespace: &str,
+        name: &str,
+        sa: irsa_core::Fact<Option<irsa_core::ServiceAccount>>,
+        spec: Option<&crate::api::IrsaCheckSpec>,
+    ) -> irsa_core::Facts {
+        let mut facts = crate::gather::gather_within(
+            self.aws(),
+            &self.issuer(),
+            namespace,
+            name,
+            sa,
+            spec,
+            self.allowed_roles(),
+        )
+        .await;
+        crate::gather::with_pod_identity(
+            self.aws(),
+            self.cluster_name(),
+            self.allowed_roles(),
+            &mut facts,
+        )
+        .await;
+        facts
+    }
+
     /// AWS facts, cached.
     pub fn aws(&self) -> &AwsFacts {
         &self.aws

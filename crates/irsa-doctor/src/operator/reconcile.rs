@@ -43,7 +43,7 @@ use super::metrics::Kind;
 use super::status;
 use super::stopwatch::Stopwatch;
 use crate::api::{self, IrsaCheck, IrsaCheckStatus, SpecError};
-use crate::gather::{gather_within, with_pod_identity, workloads};
+use crate::gather::workloads;
 
 /// How soon an unusable spec is looked at again (a spec change re-runs it at once anyway).
 const INVALID_SPEC_REQUEUE: Duration = Duration::from_secs(3600);
@@ -256,23 +256,9 @@ async fn diagnose_check(obj: &DynamicObject, ctx: &Context) -> Diagnosis {
             }))
         }
     };
-    let mut facts = gather_within(
-        ctx.aws(),
-        &ctx.issuer(),
-        &namespace,
-        &sa_name,
-        sa,
-        Some(&check.spec),
-        ctx.allowed_roles(),
-    )
-    .await;
-    with_pod_identity(
-        ctx.aws(),
-        ctx.cluster_name(),
-        ctx.allowed_roles(),
-        &mut facts,
-    )
-    .await;
+    let mut facts = ctx
+        .gather(&namespace, &sa_name, sa, Some(&check.spec))
+        .await;
     facts.workloads = Some(workloads::pods_of(ctx.client(), &namespace, &sa_name).await);
     facts.probe = Some(match plan {
         ProbePlan::Decided(fact) => fact,

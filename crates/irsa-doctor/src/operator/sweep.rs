@@ -17,7 +17,7 @@ use super::metrics::Kind;
 use super::stopwatch::Stopwatch;
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
-use crate::gather::{gather_within, with_pod_identity, workloads};
+use crate::gather::workloads;
 
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
 /// flipped. `pods`: its live pods when already listed, else they are listed here.
@@ -29,23 +29,9 @@ pub async fn diagnose_service_account(
     let timer = Stopwatch::start();
     let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
     // AWS calls queue in the namespace's lane; only allowed roles are looked up.
-    let mut facts = gather_within(
-        ctx.aws(),
-        &ctx.issuer(),
-        &namespace,
-        &name,
-        Fact::Known(Some(sa)),
-        None,
-        ctx.allowed_roles(),
-    )
-    .await;
-    with_pod_identity(
-        ctx.aws(),
-        ctx.cluster_name(),
-        ctx.allowed_roles(),
-        &mut facts,
-    )
-    .await;
+    let mut facts = ctx
+        .gather(&namespace, &name, Fact::Known(Some(sa)), None)
+        .await;
     facts.workloads = Some(match pods {
         Some(p) => p,
         None => workloads::pods_of(ctx.client(), &namespace, &name).await,
