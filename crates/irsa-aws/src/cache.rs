@@ -65,6 +65,11 @@ where
         answer.unwrap_or_else(|failure| V::clone(&failure))
     }
 
+    /// Stores a value fetched together with others (one call answering many keys).
+    pub async fn insert(&self, key: K, value: V) {
+        self.entries.insert(key, value).await;
+    }
+
     /// The stored value for `key` if it is fresh; never fetches.
     pub async fn peek(&self, key: &K) -> Option<V> {
         self.entries.get(key).await

@@ -16,6 +16,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use irsa_core::facts::{PermissionDecision, PermissionRequest, PermissionVerdict};
 use irsa_core::pod_identity::Association;
+use irsa_core::trust_audit::ListedRole;
 use irsa_core::{Fact, Issuer, OidcProvider, OidcProviderArn, Reason, Role, RoleArn, Unavailable};
 
 use crate::cache::FactCache;
@@ -23,6 +24,9 @@ use crate::classify::{Failure, Outcome};
 use crate::config::AwsFactsConfig;
 use crate::limiter::{Lane, Limiter};
 use crate::stats::CallStats;
+
+mod cloudtrail;
+mod instances;
 
 /// SDK clients for one set of credentials.
 #[derive(Debug, Clone)]
@@ -33,6 +37,10 @@ pub struct Clients {
     pub sts: aws_sdk_sts::Client,
     /// EKS.
     pub eks: aws_sdk_eks::Client,
+    /// EC2 (the nodes' metadata options).
+    pub ec2: aws_sdk_ec2::Client,
+    /// CloudTrail (recorded web identity calls).
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
 }
 
 impl Clients {
@@ -42,6 +50,8 @@ impl Clients {
             iam: aws_sdk_iam::Client::new(sdk),
             sts: aws_sdk_sts::Client::new(sdk),
             eks: aws_sdk_eks::Client::new(sdk),
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            cloudtrail: aws_sdk_cloudtrail::Client::new(sdk),
         }
     }
 }
@@ -77,13 +87,27 @@ pub struct AwsFacts {
     identity: FactCache<(), Result<CallerIdentity, Unavailable>>,
     issuers: FactCache<String, Result<Issuer, Unavailable>>,
     provider_lists: FactCache<String, Result<Vec<OidcProviderArn>, Unavailable>>,
-    client_ids: FactCache<OidcProviderArn, Result<Vec<String>, Unavailable>>,
+    /// A provider's client IDs and thumbprints (`iam:GetOpenIDConnectProvider`).
+    client_ids: FactCache<OidcProviderArn, Result<ProviderDetails, Unavailable>>,
     roles: FactCache<RoleArn, Fact<Option<Role>>>,
     simulations: FactCache<(RoleArn, Vec<PermissionRequest>), Fact<Vec<PermissionVerdict>>>,
     /// Pod Identity association summaries by (cluster, namespace, ServiceAccount); `None`: whole cluster.
     association_lists: FactCache<AssociationListKey, Result<Vec<AssociationSummary>, Unavailable>>,
     associations: FactCache<(String, String), Fact<Option<Association>>>,
     addons: FactCache<(String, String), Fact<bool>>,
+    /// CloudTrail look-ups, within CloudTrail's own rate limit (`facts/cloudtrail.rs`).
+    cloudtrail: cloudtrail::Lookups,
+    /// EC2 instances' metadata options by instance (`facts/instances.rs`).
+    instances: instances::Lookups,
+    /// Every role of an account with its trust policy (`iam:ListRoles`), see `roles.rs`.
+    pub(crate) role_lists: FactCache<String, Result<Vec<ListedRole>, Unavailable>>,
+}
+
+/// What `iam:GetOpenIDConnectProvider` tells of a provider.
+#[derive(Debug, Clone)]
+struct ProviderDetails {
+    client_ids: Vec<String>,
+    thumbprints: Vec<String>,
 }
 
 /// A cluster, and the ServiceAccount (namespace, name) a list is filtered by; `None`: all.
@@ -132,6 +156,9 @@ impl AwsFacts {
             association_lists: FactCache::new(ttl.role, config.max_cached_per_kind),
             associations: FactCache::new(ttl.role, config.max_cached_per_kind),
             addons: FactCache::new(ttl.role, config.max_cached_per_kind),
+            cloudtrail: cloudtrail::Lookups::new(config.max_cached_per_kind),
+            instances: instances::Lookups::new(ttl.role, config.max_cached_per_kind),
+            role_lists: FactCache::new(ttl.role, config.max_cached_per_kind),
         }
     }
 
@@ -170,7 +197,7 @@ impl AwsFacts {
     }
 
     /// Runs one SDK call for `lane` within the limits and counts it.
-    async fn call<T, E, R>(
+    pub(crate) async fn call<T, E, R>(
         &self,
         lane: &Lane,
         service: &'static str,
@@ -192,7 +219,12 @@ impl AwsFacts {
     }
 
     /// What a failed call means for the diagnosis; an access denial names who was denied.
-    fn unavailable(&self, failure: &Failure, action: &str, subject: &str) -> Unavailable {
+    pub(crate) fn unavailable(
+        &self,
+        failure: &Failure,
+        action: &str,
+        subject: &str,
+    ) -> Unavailable {
         let mut u = failure.unavailable(action, subject);
         if failure.outcome == Outcome::AccessDenied {
             if let Some(me) = self.me.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -228,7 +260,7 @@ impl AwsFacts {
     }
 
     /// The clients that can read `account`'s IAM, or why none can.
-    async fn clients_for(&self, account: &str) -> Result<&Clients, Unavailable> {
+    pub(crate) async fn clients_for(&self, account: &str) -> Result<&Clients, Unavailable> {
         if let Some(clients) = self.accounts.get(account) {
             return Ok(clients);
         }
@@ -334,15 +366,20 @@ impl AwsFacts {
         };
         let mut providers = Vec::with_capacity(arns.len());
         for arn in arns {
-            let client_ids = if arn.host_path.eq_ignore_ascii_case(issuer.host_path()) {
-                match self.provider_client_ids(clients, &arn).await {
-                    Ok(ids) => Some(ids),
-                    Err(u) => return Fact::Unavailable(u),
-                }
-            } else {
-                None
-            };
-            providers.push(OidcProvider { arn, client_ids });
+            let (client_ids, thumbprints) =
+                if arn.host_path.eq_ignore_ascii_case(issuer.host_path()) {
+                    match self.provider_client_ids(clients, &arn).await {
+                        Ok(d) => (Some(d.client_ids), Some(d.thumbprints)),
+                        Err(u) => return Fact::Unavailable(u),
+                    }
+                } else {
+                    (None, None)
+                };
+            providers.push(OidcProvider {
+                arn,
+                client_ids,
+                thumbprints,
+            });
         }
         Fact::Known(providers)
     }
@@ -351,7 +388,7 @@ impl AwsFacts {
         &self,
         clients: &Clients,
         arn: &OidcProviderArn,
-    ) -> Result<Vec<String>, Unavailable> {
+    ) -> Result<ProviderDetails, Unavailable> {
         self.client_ids
             .get_or_fetch(arn.clone(), Result::is_ok, || async {
                 self.call(
@@ -365,7 +402,10 @@ impl AwsFacts {
                         .send(),
                 )
                 .await
-                .map(|out| out.client_id_list().to_vec())
+                .map(|out| ProviderDetails {
+                    client_ids: out.client_id_list().to_vec(),
+                    thumbprints: out.thumbprint_list().to_vec(),
+                })
                 .map_err(|f| self.unavailable(&f, "iam:GetOpenIDConnectProvider", &arn.to_string()))
             })
             .await
@@ -665,6 +705,11 @@ impl AwsFacts {
             ),
             stat("provider", self.client_ids.hits(), self.client_ids.misses()),
             stat("role", self.roles.hits(), self.roles.misses()),
+            stat(
+                "role_lists",
+                self.role_lists.hits(),
+                self.role_lists.misses(),
+            ),
             stat(
                 "permissions",
                 self.simulations.hits(),

@@ -9,6 +9,7 @@ mod classify;
 mod config;
 mod facts;
 mod limiter;
+mod roles;
 mod stats;
 
 pub use cache::FactCache;
@@ -16,11 +17,14 @@ pub use classify::{Failure, Outcome};
 pub use config::{AwsFactsConfig, Ttls};
 pub use facts::{AssociationSummary, AwsFacts, CacheStats, CallerIdentity, Clients};
 pub use limiter::Lane;
+pub use roles::{LIST_ROLES_PAGE_SIZE, MAX_LISTED_ROLES};
 pub use stats::{CallCount, CallStats};
 
 /// Every AWS action irsa-aws calls with the operator's credentials; the operator's IAM policy
 /// (`deploy/iam-policy.json`) must grant exactly these, plus [`CROSS_ACCOUNT_ACTION`].
 pub const AWS_ACTIONS: &[&str] = &[
+    "cloudtrail:LookupEvents",
+    "ec2:DescribeInstances",
     "eks:DescribeAddon",
     "eks:DescribeCluster",
     "eks:DescribePodIdentityAssociation",
@@ -28,6 +32,7 @@ pub const AWS_ACTIONS: &[&str] = &[
     "iam:GetOpenIDConnectProvider",
     "iam:GetRole",
     "iam:ListOpenIDConnectProviders",
+    "iam:ListRoles",
     "iam:SimulatePrincipalPolicy",
     "sts:GetCallerIdentity",
 ];

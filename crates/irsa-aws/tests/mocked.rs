@@ -70,6 +70,8 @@ fn facts_with(iam_rules: &[&Rule]) -> AwsFacts {
         iam: client!(aws_sdk_iam, iam_rules.iter().copied()),
         sts: client!(aws_sdk_sts, [&identity]),
         eks: client!(aws_sdk_eks, std::iter::empty::<&Rule>()),
+        ec2: client!(aws_sdk_ec2, std::iter::empty::<&Rule>()),
+        cloudtrail: client!(aws_sdk_cloudtrail, std::iter::empty::<&Rule>()),
     };
     AwsFacts::new(clients, BTreeMap::new(), &AwsFactsConfig::default())
 }
@@ -124,6 +126,7 @@ async fn throttling_is_retried_then_unknown_never_false() {
         namespace: "reports".into(),
         name: "s3-reader".into(),
         annotations: [("eks.amazonaws.com/role-arn".to_string(), ROLE.to_string())].into(),
+        ..Default::default()
     });
     f.issuer = Fact::Known(Issuer::parse("oidc.eks.us-east-1.amazonaws.com/id/X").unwrap());
     f.role = fact;
@@ -285,6 +288,7 @@ async fn permission_simulation_maps_iam_decisions() {
         namespace: "reports".into(),
         name: "s3-reader".into(),
         annotations: [("eks.amazonaws.com/role-arn".to_string(), ROLE.to_string())].into(),
+        ..Default::default()
     });
     f.permission_requests = requests.clone();
     f.permissions = Fact::Known(verdicts);

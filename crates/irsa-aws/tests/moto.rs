@@ -89,6 +89,7 @@ fn service_account(namespace: &str, name: &str, role: &str) -> ServiceAccount {
         namespace: namespace.into(),
         name: name.into(),
         annotations: [("eks.amazonaws.com/role-arn".to_string(), role.to_string())].into(),
+        ..Default::default()
     }
 }
 

@@ -51,6 +51,8 @@ fn facts_with(eks_rules: &[&Rule]) -> AwsFacts {
         iam: client!(aws_sdk_iam, std::iter::empty::<&Rule>()),
         sts: client!(aws_sdk_sts, [&identity]),
         eks: client!(aws_sdk_eks, eks_rules.iter().copied()),
+        ec2: client!(aws_sdk_ec2, std::iter::empty::<&Rule>()),
+        cloudtrail: client!(aws_sdk_cloudtrail, std::iter::empty::<&Rule>()),
     };
     AwsFacts::new(clients, BTreeMap::new(), &AwsFactsConfig::default())
 }

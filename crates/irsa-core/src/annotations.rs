@@ -29,6 +29,10 @@ pub struct ServiceAccount {
     pub name: String,
     /// All its annotations.
     pub annotations: BTreeMap<String, String>,
+    /// When it was created (seconds since the epoch), when known.
+    pub created: Option<i64>,
+    /// When its role-arn annotation was last set (its `managedFields` entry), when known.
+    pub role_arn_set: Option<i64>,
 }
 
 impl ServiceAccount {
@@ -146,6 +150,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         }
     }
 

@@ -12,7 +12,9 @@ use crate::text::{escape_untrusted, escape_untrusted_owned};
 use crate::trust::{
     evaluate, evaluate_for, evaluate_service, Disclosure, WebIdentityRequest, WITHHELD,
 };
-use crate::workloads;
+use crate::workloads::{self, PodFacts};
+
+mod observed;
 
 /// Runs every check the facts allow and summarises them, quoting whatever explains a verdict
 /// ([`Disclosure::Full`]: `lint` and `check`, whose users read the policies with their own access).
@@ -43,6 +45,7 @@ pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
     d.check_trust_policy(facts, sa, role.as_ref());
     d.check_permissions(facts, role.as_ref());
     d.check_probe(facts, sa, role.as_ref());
+    d.check_observed(facts, sa, role.as_ref());
     d.check_workloads(facts, sa, role.as_ref());
     if let Some(sa) = sa {
         d.check_audience_annotation(sa);
@@ -154,7 +157,10 @@ impl Diagnosis {
                 reason: first.reason,
                 message: format!("{}. Fix: {}", joined(Severity::Error), first.fix),
             }
-        } else if let Some(first) = worst(Severity::Unknown).chain(worst(Severity::Info)).next() {
+        } else if let Some(first) = worst(Severity::Unknown)
+            .chain(worst(Severity::Info).filter(|f| f.reason == Reason::CheckSkipped))
+            .next()
+        {
             let sev = first.severity;
             ConditionVerdict {
                 type_: condition,
@@ -163,6 +169,14 @@ impl Diagnosis {
                 message: joined(sev),
             }
         } else {
+            // Info findings other than a skipped check are notes (e.g. a thumbprint AWS does not
+            // rely on): the check passed, and the message says what was noted.
+            let notes = joined(Severity::Info);
+            let message = if notes.is_empty() {
+                message
+            } else {
+                format!("{message}. Note: {notes}")
+            };
             let warnings = joined(Severity::Warning);
             ConditionVerdict {
                 type_: condition,
@@ -350,11 +364,11 @@ impl Diagnosis {
         let same_issuer = |p: &&crate::facts::OidcProvider| {
             p.arn.host_path.eq_ignore_ascii_case(&expected.host_path)
         };
-        match providers
+        let provider = providers
             .iter()
             .filter(same_issuer)
-            .find(|p| p.arn.partition == expected.partition && p.arn.account == expected.account)
-        {
+            .find(|p| p.arn.partition == expected.partition && p.arn.account == expected.account);
+        match provider {
             None => {
                 let elsewhere: Vec<String> = providers
                     .iter()
@@ -394,11 +408,37 @@ impl Diagnosis {
                 }
             }
         }
+        let keys = self.check_issuer_keys(facts, issuer, provider);
         self.close(
             cond,
             Reason::OIDCProviderFound,
-            format!("IAM OIDC provider {expected} exists"),
+            format!("IAM OIDC provider {expected} exists{keys}"),
         );
+    }
+
+    /// The issuer's published keys and TLS chain ([`crate::issuer_keys::evaluate`]); returns
+    /// what was checked, for the success message.
+    fn check_issuer_keys(
+        &mut self,
+        facts: &Facts,
+        issuer: &crate::Issuer,
+        provider: Option<&crate::facts::OidcProvider>,
+    ) -> String {
+        let cond = C::OidcProviderValid;
+        match &facts.issuer_keys {
+            Fact::Known(keys) => {
+                let verdict = crate::issuer_keys::evaluate(issuer, keys, provider);
+                for f in verdict.findings {
+                    self.add(f.reason, cond, f.message);
+                }
+                verdict.checked.iter().map(|c| format!("; {c}")).collect()
+            }
+            Fact::Unavailable(u) => {
+                self.unavailable(cond, u);
+                String::new()
+            }
+            Fact::Skipped(_) => String::new(),
+        }
     }
 
     fn check_trust_policy(
@@ -591,7 +631,8 @@ impl Diagnosis {
                 "no running pod uses the ServiceAccount".into(),
             );
         }
-        for f in workloads::audit(pods, annotation) {
+        let pods = with_service_account_times(pods, sa);
+        for f in workloads::audit(&pods, annotation) {
             // A pod's own annotation (token-expiration) belongs to its reason's condition.
             let condition = match f.reason.condition() {
                 Some(C::ServiceAccountValid) => C::ServiceAccountValid,
@@ -903,4 +944,19 @@ fn ready(conditions: &[ConditionVerdict], namespace: &str, name: &str) -> Condit
         reason,
         message,
     }
+}
+
+/// The pods, each told when its ServiceAccount was created and annotated (unless the gatherer
+/// already knew), so that the audit can tell a pod older than the annotation.
+fn with_service_account_times(pods: &[PodFacts], sa: Option<&ServiceAccount>) -> Vec<PodFacts> {
+    pods.iter()
+        .cloned()
+        .map(|mut p| {
+            if let Some(sa) = sa {
+                p.service_account_created = p.service_account_created.or(sa.created);
+                p.role_arn_annotated = p.role_arn_annotated.or(sa.role_arn_set);
+            }
+            p
+        })
+        .collect()
 }

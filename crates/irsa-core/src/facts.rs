@@ -135,6 +135,8 @@ pub struct OidcProvider {
     pub arn: OidcProviderArn,
     /// Its client ID list (the audiences it accepts), when known.
     pub client_ids: Option<Vec<String>>,
+    /// Its `ThumbprintList` (hex SHA-1 of the issuer's top certificate), when known.
+    pub thumbprints: Option<Vec<String>>,
 }
 
 /// An IAM role.
@@ -175,6 +177,15 @@ pub struct PermissionVerdict {
     pub matched_statements: Vec<String>,
 }
 
+/// Why [`Facts::issuer_keys`] was not looked for, by default.
+pub const NO_ISSUER_KEYS: &str =
+    "the issuer's discovery document and keys were not fetched (check fetches them for --issuer or --cluster-name)";
+
+/// Why [`Facts::assume_history`] was not looked for, by default.
+pub const NO_ASSUME_HISTORY: &str = "CloudTrail was not searched (check --cloudtrail)";
+/// Why [`Facts::node_fallback`] was not looked for, by default.
+pub const NO_NODE_FALLBACK: &str = "the nodes of the ServiceAccount's pods were not looked up";
+
 /// Everything known about one ServiceAccount's IRSA setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
@@ -206,6 +217,14 @@ pub struct Facts {
     /// The ServiceAccount's EKS Pod Identity association; `Known(None)` when it has none,
     /// `Skipped` when not looked for (no cluster name). When known, it is the one in force.
     pub pod_identity: Fact<Option<PodIdentity>>,
+    /// The `AssumeRoleWithWebIdentity` calls CloudTrail recorded for the ServiceAccount;
+    /// `Skipped` unless asked for (`check --cloudtrail`).
+    pub assume_history: Fact<crate::assume_history::AssumeHistory>,
+    /// The nodes its running pods are on and whether they can reach the node's instance role.
+    pub node_fallback: Fact<crate::node_fallback::NodeFallback>,
+    /// The issuer's discovery document, JWKS and TLS chain against the API server's keys;
+    /// fetched once per run and shared by every ServiceAccount.
+    pub issuer_keys: Fact<crate::issuer_keys::IssuerKeys>,
 }
 
 impl Facts {
@@ -227,6 +246,9 @@ impl Facts {
             pod_identity: Fact::Skipped(
                 "EKS Pod Identity associations were not looked up (no --cluster-name)".into(),
             ),
+            assume_history: Fact::Skipped(NO_ASSUME_HISTORY.into()),
+            node_fallback: Fact::Skipped(NO_NODE_FALLBACK.into()),
+            issuer_keys: Fact::Skipped(NO_ISSUER_KEYS.into()),
         }
     }
 

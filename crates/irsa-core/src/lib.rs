@@ -6,11 +6,14 @@
 
 pub mod annotations;
 pub mod arn;
+pub mod assume_history;
 pub mod condition;
 pub mod diagnose;
 pub mod facts;
 pub mod issuer;
+pub mod issuer_keys;
 pub mod manifest;
+pub mod node_fallback;
 pub mod pod_identity;
 pub mod policy;
 pub mod probe;
@@ -18,6 +21,7 @@ pub mod reason;
 pub mod report;
 pub mod text;
 pub mod trust;
+pub mod trust_audit;
 pub mod workloads;
 
 pub use annotations::ServiceAccount;

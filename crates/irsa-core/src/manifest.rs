@@ -123,10 +123,15 @@ fn service_account(
             annotations.insert(key.clone(), v.clone());
         }
     }
+    let (created, role_arn_set) = meta
+        .map(crate::workloads::service_account_times)
+        .unwrap_or_default();
     Ok(ServiceAccount {
         namespace,
         name,
         annotations,
+        created,
+        role_arn_set,
     })
 }
 

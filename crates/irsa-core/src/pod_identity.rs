@@ -214,6 +214,7 @@ mod tests {
                 .map(|r| ("eks.amazonaws.com/role-arn".to_string(), r.to_string()))
                 .into_iter()
                 .collect(),
+            ..Default::default()
         };
         let mut f = Facts::for_service_account(sa);
         let mut pi = PodIdentity::new(association());

@@ -160,6 +160,16 @@ catalogue! {
         "Create the IAM OIDC provider for the cluster's issuer in the role's account (eksctl utils associate-iam-oidc-provider --approve).";
     OIDCProviderAudienceMissing, Some(C::OidcProviderValid), Error,
         "Add the audience to the provider: aws iam add-client-id-to-open-id-connect-provider.";
+    IssuerDiscoveryUnreachable, Some(C::OidcProviderValid), Unknown,
+        "Make <issuer>/.well-known/openid-configuration and its jwks_uri readable from the internet over TLS; if they are, the failure is local to where irsa-doctor runs (proxy, firewall, or a private CA: --issuer-ca-file).";
+    IssuerDiscoveryInvalid, Some(C::OidcProviderValid), Error,
+        "Serve a JSON discovery document whose jwks_uri is an https URL, and at that URL a JSON JWKS with the cluster's public keys.";
+    IssuerSigningKeyMissing, Some(C::OidcProviderValid), Error,
+        "Publish every key of the API server's JWKS (kubectl get --raw /openid/v1/jwks) at the issuer's jwks_uri, keeping old keys until tokens signed with them have expired.";
+    OIDCProviderThumbprintMismatch, Some(C::OidcProviderValid), Error,
+        "Set the provider's thumbprint to the SHA-1 of the root-most certificate the JWKS host serves: aws iam update-open-id-connect-provider-thumbprint.";
+    OIDCProviderThumbprintUnused, Some(C::OidcProviderValid), Info,
+        "Nothing to fix: AWS verifies this issuer's certificate with its trusted root CAs; update the thumbprint (aws iam update-open-id-connect-provider-thumbprint) to keep the provider accurate.";
     RoleNotFound, Some(C::TrustPolicyValid), Error,
         "Create the role, or fix the account or name in the annotation.";
     TrustPolicyInvalid, Some(C::TrustPolicyValid), Error,
@@ -184,6 +194,14 @@ catalogue! {
         "Add a StringEquals condition on <issuer>:sub naming this ServiceAccount, so no other ServiceAccount of the cluster can assume the role.";
     TrustPolicySubjectTooBroad, Some(C::TrustPolicyValid), Warning,
         "Replace the StringLike pattern on :sub by the exact system:serviceaccount:<namespace>:<name> values that need the role.";
+    TrustPolicyAdmitsAnyServiceAccount, Some(C::TrustPolicyValid), Error,
+        "Add a StringEquals condition on <issuer>:sub listing the exact system:serviceaccount:<namespace>:<name> subjects that need the role.";
+    TrustPolicyAdmitsWholeNamespace, Some(C::TrustPolicyValid), Warning,
+        "Replace the namespace-wide :sub pattern (system:serviceaccount:<namespace>:*) by the exact subjects that need the role.";
+    TrustedRoleUnused, Some(C::TrustPolicyValid), Warning,
+        "Delete the role, or remove this cluster's provider from its trust policy, if no ServiceAccount of the cluster needs it any more.";
+    TrustedServiceAccountMissing, Some(C::TrustPolicyValid), Warning,
+        "Remove the deleted ServiceAccount's subject from the trust policy, so that whoever creates a ServiceAccount of that name does not get the role.";
     PermissionDenied, Some(C::PermissionsValid), Error,
         "Grant the action on the resource in one of the role's policies, or remove the Deny or boundary that blocks it.";
     PermissionCheckUnavailable, Some(C::PermissionsValid), Unknown,
@@ -246,6 +264,12 @@ catalogue! {
         "Remove AWS_PROFILE, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE and ~/.aws mounts unless the profile itself uses web identity; depending on the SDK they win over IRSA.";
     Kube2iamAnnotationFound, Some(C::WorkloadsValid), Warning,
         "Remove the iam.amazonaws.com/role annotation and kube2iam/kiam once pods use IRSA: their metadata proxy answers instead of IRSA for SDKs that reach it first.";
+    WorkloadAssumeFailures, Some(C::WorkloadsValid), Error,
+        "Fix what the error code in the message names (AccessDenied: the trust policy; InvalidIdentityToken: the OIDC provider), then watch CloudTrail for successful calls.";
+    WorkloadsNotUsingWebIdentity, Some(C::WorkloadsValid), Warning,
+        "Make the pods use the injected web identity: upgrade the AWS SDK, remove static keys and profiles, and block the node role (IMDSv2, hop limit 1).";
+    NodeRoleFallbackPossible, Some(C::WorkloadsValid), Warning,
+        "Require IMDSv2 with hop limit 1 on the nodes (launch template MetadataOptions, or aws ec2 modify-instance-metadata-options), and keep IRSA pods off hostNetwork.";
     PodIdentityOverridesAnnotation, Some(C::ServiceAccountValid), Warning,
         "Remove the eks.amazonaws.com/role-arn annotation or delete the Pod Identity association: pods get the association's role, not the annotated one.";
     PodIdentityAgentMissing, Some(C::OidcProviderValid), Warning,
@@ -286,6 +310,8 @@ catalogue! {
         "The probe is disabled for this check.";
     WorkloadsInjected, Some(C::WorkloadsValid), Ok,
         "Every running pod of the ServiceAccount got the current role injected.";
+    WorkloadsObservedHealthy, Some(C::WorkloadsValid), Ok,
+        "CloudTrail and the nodes' metadata options show nothing wrong with the running pods' credentials.";
     NoWorkloads, Some(C::WorkloadsValid), Ok,
         "No running pod uses the ServiceAccount.";
     AllChecksPassed, Some(C::Ready), Ok,

@@ -176,6 +176,7 @@ mod diagnosis_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
         }
     }
 

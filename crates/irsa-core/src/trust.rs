@@ -1054,6 +1054,7 @@ mod tests {
             namespace: "a".into(),
             name: "b".into(),
             annotations: [("eks.amazonaws.com/role-arn".to_string(), role.to_string())].into(),
+            ..Default::default()
         };
         let trust = format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"TeamSecret","Effect":"Allow","Principal":{{"Federated":"{}"}},
@@ -1117,6 +1118,7 @@ mod tests {
             namespace: "a".into(),
             name: "b".into(),
             annotations: [("eks.amazonaws.com/role-arn".to_string(), role.to_string())].into(),
+            ..Default::default()
         };
         let allowed = AllowedRoles::new(vec![
             RoleArnPattern::parse("arn:aws:iam::*:role/irsa/*").unwrap()

@@ -21,7 +21,13 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
 /// before the ServiceAccount did.
 pub const CACHE_RACE_SECONDS: i64 = 1;
 
-/// One container's environment: variable name → value (`None` when it comes from `valueFrom`).
+/// The variables whose values the audit reads; of every other variable only the name is kept,
+/// so that a literal key in a pod spec (`AWS_SECRET_ACCESS_KEY: ...`) never enters memory beyond
+/// the parse.
+const VALUES_READ: &[&str] = &[ROLE_ENV, TOKEN_ENV, "HOME"];
+
+/// One container's environment: variable name → value (`None` when it comes from `valueFrom`,
+/// or when the audit does not read its value).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerFacts {
     /// Container name.
@@ -156,6 +162,20 @@ pub struct PodFacts {
     pub webhooks: Option<Vec<WebhookRegistration>>,
 }
 
+impl PodFacts {
+    /// Whether this admitted pod has a container the webhook should have given the role and did
+    /// not: one it does not skip, with neither of the web-identity variables.
+    pub fn lacks_injection(&self) -> bool {
+        self.admitted
+            && !self.labels.contains_key(SKIP_LABEL)
+            && self.containers.iter().any(|c| {
+                !self.skip_containers.contains(&c.name)
+                    && !c.env.contains_key(ROLE_ENV)
+                    && !c.env.contains_key(TOKEN_ENV)
+            })
+    }
+}
+
 /// A finding of the audit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadFinding {
@@ -221,10 +241,11 @@ fn container_facts(c: &Value) -> ContainerFacts {
     };
     for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
         let name = str_of(e, "name");
-        facts.env.insert(
-            name.clone(),
-            e.get("value").and_then(Value::as_str).map(str::to_string),
-        );
+        let value = e
+            .get("value")
+            .and_then(Value::as_str)
+            .filter(|_| VALUES_READ.contains(&name.as_str()));
+        facts.env.insert(name.clone(), value.map(str::to_string));
         if let Some(from) = e.get("valueFrom") {
             let what = if let Some(r) = from.get("secretKeyRef") {
                 format!("Secret {} key {}", str_of(r, "name"), str_of(r, "key"))
@@ -459,15 +480,8 @@ fn why_not_injected(pod: &PodFacts) -> (Reason, String) {
         }
     }
     let annotated = pod.role_arn_annotated.or(pod.service_account_created);
-    if let (Some(created), Some(sa_created)) = (pod.created, pod.service_account_created) {
-        let with_sa = (created - sa_created).abs() <= CACHE_RACE_SECONDS;
-        if with_sa && annotated.is_none_or(|a| a <= sa_created + CACHE_RACE_SECONDS) {
-            return (
-                Reason::PodCreatedWithServiceAccount,
-                format!("{who} was created within {CACHE_RACE_SECONDS}s of its ServiceAccount, before the webhook's cache had the annotation; restart it once"),
-            );
-        }
-    }
+    // Strictly earlier than the annotation comes first: such a pod was never going to get it,
+    // even if it was also created right after its ServiceAccount.
     if let (Some(created), Some(annotated)) = (pod.created, annotated) {
         if created < annotated {
             return (
@@ -478,6 +492,25 @@ fn why_not_injected(pod: &PodFacts) -> (Reason, String) {
                 ),
             );
         }
+    }
+    // The cache race needs the annotation known to be as old as the ServiceAccount: the API
+    // server keeps no managedFields for an object created without tracked fields (`kubectl
+    // create serviceaccount`) until its first apply, so an annotation added later by `kubectl
+    // annotate` has no time, and then nothing is claimed.
+    if let (Some(created), Some(sa_created), Some(set)) = (
+        pod.created,
+        pod.service_account_created,
+        pod.role_arn_annotated,
+    ) {
+        let with_sa = (created - sa_created).abs() <= CACHE_RACE_SECONDS;
+        if with_sa && set <= sa_created + CACHE_RACE_SECONDS {
+            return (
+                Reason::PodCreatedWithServiceAccount,
+                format!("{who} was created within {CACHE_RACE_SECONDS}s of its ServiceAccount, before the webhook's cache had the annotation; restart it once"),
+            );
+        }
+    }
+    if annotated.is_some() {
         let fails_open = pod
             .webhooks
             .iter()
@@ -840,13 +873,20 @@ mod tests {
         p.service_account_created = Some(10);
         p.role_arn_annotated = Some(200);
         assert_eq!(reasons(&[p.clone()]), [Reason::PodCreatedBeforeAnnotation]);
+        // Created right after its ServiceAccount, but the annotation came later still.
+        p.created = Some(11);
+        assert_eq!(reasons(&[p.clone()]), [Reason::PodCreatedBeforeAnnotation]);
         // Created with its ServiceAccount (annotation set at creation).
         p.created = Some(11);
-        p.role_arn_annotated = None;
+        p.role_arn_annotated = Some(10);
         assert_eq!(
             reasons(&[p.clone()]),
             [Reason::PodCreatedWithServiceAccount]
         );
+        // When the annotation was set is unknown (no managedFields): no claim either way.
+        p.role_arn_annotated = None;
+        assert_eq!(reasons(&[p.clone()]), [Reason::StalePodsFound]);
+        p.role_arn_annotated = Some(10);
         // Created later, webhook fails open.
         p.created = Some(500);
         p.webhooks = Some(vec![WebhookRegistration {
@@ -885,6 +925,19 @@ mod tests {
         // Preset AWS_ROLE_ARN without the token file.
         let preset = live("p", vec![container("app", &[("AWS_ROLE_ARN", ROLE)])]);
         assert_eq!(reasons(&[preset]), [Reason::PresetWebIdentityEnv]);
+    }
+
+    #[test]
+    fn keeps_no_value_it_does_not_read() {
+        let spec = serde_json::json!({"containers": [{"name": "app", "env": [
+            {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG"},
+            {"name": "AWS_ROLE_ARN", "value": ROLE}
+        ]}]});
+        let pod = pod_facts_from(None, Some(&spec), "p".into(), true);
+        let env = &pod.containers[0].env;
+        assert_eq!(env.get("AWS_SECRET_ACCESS_KEY"), Some(&None));
+        assert_eq!(env.get("AWS_ROLE_ARN"), Some(&Some(ROLE.to_string())));
+        assert!(!format!("{pod:?}").contains("wJalrXUtnFEMI"));
     }
 
     #[test]

@@ -35,6 +35,17 @@ fn needs_live_facts(reason: Reason) -> bool {
             | Reason::RoleNotAllowed
             // eks:DescribeAddon, which lint does not call.
             | Reason::PodIdentityAgentMissing
+            // `audit trust`'s findings are about roles of an account, not one ServiceAccount's
+            // diagnosis; its unit and end-to-end tests cover them.
+            | Reason::TrustPolicyAdmitsAnyServiceAccount
+            | Reason::TrustPolicyAdmitsWholeNamespace
+            | Reason::TrustedRoleUnused
+            | Reason::TrustedServiceAccountMissing
+            // The issuer's documents and TLS chain, which only `check` fetches.
+            | Reason::IssuerDiscoveryUnreachable
+            | Reason::IssuerDiscoveryInvalid
+            | Reason::IssuerSigningKeyMissing
+            | Reason::OIDCProviderThumbprintMismatch
     )
 }
 
@@ -60,6 +71,7 @@ fn every_corpus_case_yields_exactly_its_expected_reasons() {
                 .map(|e| OidcProvider {
                     arn: OidcProviderArn::parse(e.arn()).unwrap(),
                     client_ids: e.client_ids().map(<[String]>::to_vec),
+                    thumbprints: None,
                 })
                 .collect()
         });

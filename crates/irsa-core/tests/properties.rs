@@ -129,7 +129,7 @@ proptest! {
         if let Some(arn) = role_arn {
             annotations.insert("eks.amazonaws.com/role-arn".to_string(), arn);
         }
-        let sa = ServiceAccount { namespace: "ns".into(), name: "sa".into(), annotations };
+        let sa = ServiceAccount { namespace: "ns".into(), name: "sa".into(), annotations, ..Default::default() };
         let mut facts = Facts::for_service_account(sa);
         facts.issuer = Fact::Known(Issuer::parse(ISSUER).unwrap());
         facts.role = Fact::Known(Some(Role { trust_policy: policy }));

@@ -145,7 +145,9 @@ fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
         let namespaced: BTreeSet<_> = expected()
             .into_iter()
             .filter(|(g, r, _)| {
-                !(g == "coordination.k8s.io" || r == "mutatingwebhookconfigurations")
+                !(g == "coordination.k8s.io"
+                    || r == "mutatingwebhookconfigurations"
+                    || r == "namespaces")
             })
             .collect();
         assert_eq!(granted, &namespaced, "{ns}");
@@ -158,9 +160,56 @@ fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
     assert!(
         cluster_wide
             .iter()
-            .all(|(_, r, _)| r == "mutatingwebhookconfigurations"),
+            .all(|(_, r, _)| r == "mutatingwebhookconfigurations" || r == "namespaces"),
         "{cluster_wide:?}"
     );
+    // A namespaced install reads the labels of its own namespaces only.
+    let namespaces_rule = scoped
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["resources"] == serde_json::json!(["namespaces"]))
+        .expect("a rule for namespaces");
+    assert_eq!(
+        namespaces_rule["resourceNames"],
+        serde_json::json!(["team-a", "team-b"]),
+        "{namespaces_rule}"
+    );
+
+    // The node check reads nodes (and only with it on).
+    let observing = render(&[
+        "--set",
+        "nodeCheck.enabled=true",
+        "--set",
+        "cloudTrail.enabled=true",
+    ])
+    .unwrap();
+    let extra: BTreeSet<_> = grants(&observing)
+        .into_iter()
+        .flat_map(|(_, s)| s)
+        .filter(|g| !expected().contains(g))
+        .collect();
+    assert_eq!(
+        extra,
+        BTreeSet::from([("".to_string(), "nodes".to_string(), "get".to_string())]),
+        "nodeCheck adds exactly get nodes"
+    );
+    let observing_args = observing
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .map(|d| d["spec"]["template"]["spec"]["containers"][0]["args"].to_string())
+        .unwrap();
+    assert!(
+        observing_args.contains("--node-check=true")
+            && observing_args.contains("--cloudtrail-window=12h"),
+        "{observing_args}"
+    );
+    assert!(!docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap()
+        .to_string()
+        .contains("--node-check"));
 
     // Without PolicyReports, no access to them.
     let off = render(&["--set", "policyReports.mode=off"]).unwrap();

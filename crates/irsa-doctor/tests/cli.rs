@@ -550,3 +550,177 @@ fn current_context(kubeconfig: &Path) -> String {
         serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
     config["current-context"].as_str().unwrap().to_string()
 }
+
+/// An EC2 instance in moto with these metadata options; its ID.
+async fn instance(admin: &Clients, tokens: &str, hops: i32) -> String {
+    use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataOptionsRequest};
+    let out = admin
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::from(tokens))
+                .http_put_response_hop_limit(hops)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
+/// `check` follows the ServiceAccount's pods to their nodes and the nodes to their EC2
+/// instances (moto, the real SDK): a node allowing IMDSv1 with hop limit 2 is reported with
+/// its pod, a node requiring IMDSv2 with hop limit 1 is not, except for a hostNetwork pod on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_nodes_whose_instance_role_pods_can_fall_back_to() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Api, PostParams};
+
+    let cluster = Cluster::start(ClusterOptions {
+        without_node: true,
+        // The operator's half of the test: its ClusterRole gets `get nodes`.
+        chart_values: vec!["nodeCheck.enabled=true".into()],
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    setup(&cluster, &admin).await;
+    let open = instance(&admin, "optional", 2).await;
+    let hardened = instance(&admin, "required", 1).await;
+    let client = cluster.client();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, id) in [("open-node", &open), ("hardened-node", &hardened)] {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"providerID": format!("aws:///us-east-1a/{id}")}
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "reports");
+    for (name, node, host_network) in [
+        ("app-open", "open-node", false),
+        ("app-hardened", "hardened-node", false),
+        ("app-host", "hardened-node", true),
+    ] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "serviceAccountName": "s3-reader",
+                "nodeName": node,
+                "hostNetwork": host_network,
+                "containers": [{"name": "app", "image": "registry.example/app:1"}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let kubeconfig = cluster.kubeconfig_path().to_str().unwrap().to_string();
+    let check = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+        cmd.args([
+            "check",
+            "-n",
+            "reports",
+            "s3-reader",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .args(["-o", "json", "--aws-max-attempts", "1"])
+        .args(extra);
+        aws_env(&mut cmd, &aws.url);
+        tokio::task::block_in_place(|| cmd.output().unwrap())
+    };
+
+    let out = check(&[]);
+    // A warning: the exit status stays 0.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fallback: Vec<&Value> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"] == "NodeRoleFallbackPossible")
+        .collect();
+    assert_eq!(fallback.len(), 1, "{json:#}");
+    assert_eq!(fallback[0]["condition"], "WorkloadsValid");
+    assert_eq!(fallback[0]["severity"], Severity::Warning.as_str());
+    let message = fallback[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "node open-node ({open}): IMDSv1 allowed (HttpTokens optional), pod(s) app-open"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("node hardened-node ({hardened}): hostNetwork pods reach IMDS whatever the hop limit, pod(s) app-host")),
+        "{message}"
+    );
+    assert!(!message.contains("app-hardened"), "{message}");
+    let conditions = json["serviceAccounts"][0]["conditions"].as_array().unwrap();
+    let workloads = conditions
+        .iter()
+        .find(|c| c["type"] == "WorkloadsValid")
+        .unwrap_or_else(|| panic!("{conditions:?}"));
+    assert_eq!(workloads["status"], "True", "{workloads}");
+
+    // moto does not serve cloudtrail:LookupEvents: with --cloudtrail the condition is Unknown,
+    // never an error, and the exit status stays 0.
+    let out = check(&["--cloudtrail", "--cloudtrail-window", "3h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conditions = json["serviceAccounts"][0]["conditions"].as_array().unwrap();
+    let workloads = conditions
+        .iter()
+        .find(|c| c["type"] == "WorkloadsValid")
+        .unwrap();
+    assert_eq!(workloads["status"], "Unknown", "{workloads}");
+    assert_eq!(workloads["reason"], Reason::AwsApiUnavailable.as_str());
+    assert!(
+        workloads["message"]
+            .as_str()
+            .unwrap()
+            .contains("cloudtrail:LookupEvents"),
+        "{workloads}"
+    );
+
+    // A window beyond CloudTrail's history is refused, naming the flag's limit.
+    let bad = check(&["--cloudtrail", "--cloudtrail-window", "100d"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("at most 90d"), "{}", stderr(&bad));
+
+    // The operator does the same with --node-check, as the chart's ServiceAccount: the
+    // IrsaCheck lists the finding.
+    let _op = start_operator(
+        &cluster,
+        &aws.url,
+        &["--leader-election", "false", "--node-check"],
+    );
+    create_check(&client, "nodes", "s3-reader").await;
+    let finding = eventually(
+        "NodeRoleFallbackPossible in the IrsaCheck",
+        std::time::Duration::from_secs(30),
+        async || {
+            let status = checks_api(&client, "reports")
+                .get("nodes")
+                .await
+                .ok()?
+                .status?;
+            status
+                .findings
+                .into_iter()
+                .find(|f| f.reason == "NodeRoleFallbackPossible")
+        },
+    )
+    .await;
+    assert!(
+        finding.message.contains("open-node") && finding.message.contains("app-open"),
+        "{finding:?}"
+    );
+}

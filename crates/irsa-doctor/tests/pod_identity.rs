@@ -125,6 +125,41 @@ async fn pod_identity_service_accounts_are_diagnosed_with_the_association_in_for
         Some("PodIdentityTrustMissingTagSession"),
         "{events:?}"
     );
+
+    // `check` from a laptop: the same verdicts, the unannotated associated ServiceAccounts
+    // included when it lists a namespace.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+    cmd.args(["check", "-n", "reports", "-o", "json", "--skip-node-check"])
+        .arg("--skip-issuer-keys")
+        .args(["--kubeconfig", sim.kubeconfig_path().to_str().unwrap()])
+        .args(["--cluster-name", "test", "--issuer", sim.issuer()])
+        .env("AWS_ENDPOINT_URL_EKS", eks.url.as_str());
+    aws_env(&mut cmd, &aws.url);
+    let out = tokio::task::block_in_place(|| cmd.output().unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let of = |sa: &str| {
+        json["serviceAccounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["serviceAccount"] == format!("reports/{sa}"))
+            .unwrap_or_else(|| panic!("{sa} not checked: {json:#}"))
+            .clone()
+    };
+    let app = of("pi-app");
+    assert_eq!(app["roleArn"], role("pi-reader"), "{app:#}");
+    let broken = of("pi-broken");
+    assert_eq!(
+        broken["reason"], "PodIdentityTrustMissingTagSession",
+        "{broken:#}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "pi-broken is an error: {stderr}"
+    );
 }
 
 #[test]

@@ -185,8 +185,17 @@ async fn probe_verdicts_and_workload_audit() {
         ("False", "TrustPolicySubjectMismatch")
     );
 
-    // Workload audit: a pod created before the annotation is stale; recreating it recovers.
-    add_sa(&client, "late", None).await;
+    // Workload audit: a pod created before the annotation is told apart (by the annotation's
+    // managedFields time) and "restart it" is the fix; recreating it recovers.
+    // Created with a label, as kubectl apply or Helm would: a bare `kubectl create` leaves no
+    // managedFields for the API server to time the annotation by.
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "late", "labels": {"app": "late"}}}))
+            .unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), "reports")
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "reports");
     let workload: Pod = serde_json::from_value(
         json!({"metadata": {"name": "api-0"}, "spec": {"serviceAccountName": "late",
@@ -196,14 +205,22 @@ async fn probe_verdicts_and_workload_audit() {
     pods.create(&PostParams::default(), &workload)
         .await
         .unwrap();
+    // Timestamps have whole seconds: the annotation comes in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     Api::<ServiceAccount>::namespaced(client.clone(), "reports")
         .patch("late", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::{ACCOUNT}:role/s3-reader")}}})))
         .await
         .unwrap();
     create_check(&client, "late", "late").await;
-    let (_, _, message) = wait_condition(&client, "late", "WorkloadsValid", "StalePodsFound").await;
+    let (_, _, message) = wait_condition(
+        &client,
+        "late",
+        "WorkloadsValid",
+        "PodCreatedBeforeAnnotation",
+    )
+    .await;
     assert!(
-        message.contains("api-0") && message.contains("restart them"),
+        message.contains("api-0") && message.contains("before the role-arn annotation was set"),
         "{message}"
     );
     let old = pods
@@ -241,6 +258,131 @@ async fn probe_verdicts_and_workload_audit() {
     // Every probe pod is gone once its outcome was read.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(probe_pods(&client).await, 0);
+    assert_rbac_covers(&sim);
+}
+
+/// The findings an IrsaCheck's status lists.
+async fn findings(client: &kube::Client, check: &str) -> Vec<(String, String)> {
+    checks_api(client, "reports")
+        .get(check)
+        .await
+        .ok()
+        .and_then(|c| c.status)
+        .map(|s| {
+            s.findings
+                .into_iter()
+                .map(|f| (f.reason, f.message))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pod side on a real API server, through the webhook's real registration: what the audit
+/// reports for a preset AWS_ROLE_ARN, token readability by the kubelet's rules, and credentials
+/// that shadow IRSA — and what it must not report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_side_findings_on_a_real_server() {
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    let sim = sim_with(&aws.url, Vec::new()).await;
+    setup(&sim, &admin).await;
+    let client = sim.client();
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/s3-reader");
+    let other = format!("arn:aws:iam::{ACCOUNT}:role/exporter");
+    let mixed_user = |name: &str, uid: i64| {
+        json!({"name": name, "image": "busybox", "securityContext": {"runAsUser": uid},
+            "env": [{"name": "AWS_ROLE_ARN", "value": role},
+                    {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/tokens/aws/token"}],
+            "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/tokens/aws"}]})
+    };
+    let workloads = [
+        // The template sets AWS_ROLE_ARN itself: the webhook injects neither variable.
+        (
+            "preset",
+            json!({"containers": [{"name": "app", "image": "busybox",
+            "env": [{"name": "AWS_ROLE_ARN", "value": other}]}]}),
+        ),
+        // Non-root without fsGroup: the kubelet makes the token world-readable (KEP-2451).
+        (
+            "nonroot",
+            json!({"securityContext": {"runAsUser": 1000, "runAsNonRoot": true},
+            "containers": [{"name": "app", "image": "busybox"}]}),
+        ),
+        // Its own token volume, mode 0600, read by two different users: root-owned, unreadable.
+        (
+            "mixed",
+            json!({
+            "volumes": [{"name": "token", "projected": {"defaultMode": 0o600, "sources": [
+                {"serviceAccountToken": {"audience": "sts.amazonaws.com", "path": "token"}}]}}],
+            "containers": [mixed_user("app", 1000), mixed_user("sidecar", 2000)]}),
+        ),
+        // Keys from a Secret and a profile shadow IRSA in the SDKs' default chain.
+        (
+            "shadow",
+            json!({"containers": [{"name": "app", "image": "busybox", "env": [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "aws-keys", "key": "id"}}},
+            {"name": "AWS_PROFILE", "value": "legacy"}]}]}),
+        ),
+    ];
+    let _op = start_operator(&sim, &aws.url, &["--leader-election", "false"]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "reports");
+    for (name, spec) in &workloads {
+        add_sa(&client, name, Some("s3-reader")).await;
+        let mut spec = spec.clone();
+        spec["serviceAccountName"] = json!(name);
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": format!("{name}-0")}, "spec": spec}),
+        )
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        create_check(&client, name, name).await;
+    }
+
+    let (status, _, message) =
+        wait_condition(&client, "preset", "WorkloadsValid", "PresetWebIdentityEnv").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("preset-0") && message.contains("AWS_ROLE_ARN"),
+        "{message}"
+    );
+    assert!(!message.contains("restart"), "not a stale pod: {message}");
+
+    let (status, _, _) =
+        wait_condition(&client, "nonroot", "WorkloadsValid", "WorkloadsInjected").await;
+    assert_eq!(status, "True");
+    let listed = findings(&client, "nonroot").await;
+    assert!(
+        listed.iter().all(|(r, _)| r != "TokenUnreadable"),
+        "the common non-root pod without fsGroup reads its token: {listed:?}"
+    );
+
+    let (_, _, message) =
+        wait_condition(&client, "mixed", "WorkloadsValid", "TokenUnreadable").await;
+    assert!(
+        message.contains("mixed-0") && message.contains("0600"),
+        "{message}"
+    );
+
+    // Warnings: the condition passes and says so; the findings name each one.
+    let (status, _, message) =
+        wait_condition(&client, "shadow", "WorkloadsValid", "WorkloadsInjected").await;
+    assert_eq!(status, "True");
+    assert!(
+        message.contains("static credentials take precedence"),
+        "{message}"
+    );
+    let listed = findings(&client, "shadow").await;
+    let reasons: Vec<&str> = listed.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        reasons.contains(&"StaticCredentialsFound")
+            && reasons.contains(&"SharedCredentialsConfigured"),
+        "{listed:?}"
+    );
+    let keys = listed
+        .iter()
+        .find(|(r, _)| r == "StaticCredentialsFound")
+        .unwrap();
+    assert!(keys.1.contains("Secret aws-keys"), "{keys:?}");
     assert_rbac_covers(&sim);
 }
 

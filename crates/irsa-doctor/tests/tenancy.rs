@@ -463,6 +463,7 @@ async fn one_check_has_at_most_fifty_permissions_simulated() {
         namespace: "team".into(),
         name: "app".into(),
         annotations: [("eks.amazonaws.com/role-arn".to_string(), role)].into(),
+        ..Default::default()
     };
     let simulations = || facts.call_stats().calls("SimulatePrincipalPolicy");
     for (n, simulated) in [

@@ -255,6 +255,8 @@ pub const OPERATOR_RBAC: &[(&str, &str, &str)] = &[
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "pods/log", "get"),
+    // The labels of a namespace whose pod the webhook did not mutate (its namespaceSelector).
+    ("", "namespaces", "get"),
     ("", "serviceaccounts", "list"),
     ("", "serviceaccounts", "watch"),
     (

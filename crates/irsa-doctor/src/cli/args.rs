@@ -38,6 +38,36 @@ pub struct AwsArgs {
     pub assume_role: Vec<(String, String)>,
 }
 
+/// CloudTrail's record of the ServiceAccounts' `AssumeRoleWithWebIdentity` calls.
+#[derive(Debug, Clone, Args)]
+pub struct CloudTrailArgs {
+    /// Also search CloudTrail (cloudtrail:LookupEvents) for the ServiceAccounts'
+    /// AssumeRoleWithWebIdentity calls: real pods failing, and pods that never use their role.
+    #[arg(long, env = "IRSA_DOCTOR_CLOUDTRAIL")]
+    pub cloudtrail: bool,
+    /// How far back --cloudtrail looks, e.g. 12h or 3d (at most 90d, CloudTrail's history).
+    #[arg(long, env = "IRSA_DOCTOR_CLOUDTRAIL_WINDOW", value_name = "DURATION", default_value = "12h", value_parser = cloudtrail_window)]
+    pub cloudtrail_window: Duration,
+}
+
+impl CloudTrailArgs {
+    /// The window to search, when CloudTrail is to be searched.
+    pub fn window(&self) -> Option<Duration> {
+        self.cloudtrail.then_some(self.cloudtrail_window)
+    }
+}
+
+fn cloudtrail_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 12h or 3d"))?;
+    if window.is_zero() || window > irsa_core::assume_history::MAX_WINDOW {
+        return Err(format!(
+            "{text:?} is outside CloudTrail's event history; give more than 0 and at most 90d"
+        ));
+    }
+    Ok(window)
+}
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err(format!(
@@ -161,9 +191,25 @@ pub struct RunArgs {
     /// installed), on or off.
     #[arg(long, env = "IRSA_DOCTOR_POLICY_REPORTS", value_enum, default_value_t = crate::operator::PolicyReportsMode::Auto)]
     pub policy_reports: crate::operator::PolicyReportsMode,
+    /// Read the nodes of annotated ServiceAccounts' pods and their EC2 metadata options
+    /// (ec2:DescribeInstances, `get nodes`): report nodes where a pod whose credentials fail
+    /// silently gets the node's role.
+    #[arg(long, env = "IRSA_DOCTOR_NODE_CHECK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub node_check: bool,
+    /// CloudTrail, as for `check`.
+    #[command(flatten)]
+    pub cloudtrail: CloudTrailArgs,
 }
 
 impl RunArgs {
+    /// The runtime observations `--node-check` and `--cloudtrail` ask for.
+    pub fn observations(&self) -> crate::gather::observed::Observations {
+        crate::gather::observed::Observations {
+            node_check: self.node_check,
+            cloudtrail_window: self.cloudtrail.window(),
+        }
+    }
+
     /// The probe configuration.
     pub fn probe(&self) -> crate::operator::probe::ProbeConfig {
         crate::operator::probe::ProbeConfig {

@@ -15,11 +15,13 @@ use irsa_core::{diagnose, Fact, Report};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 
-use super::args::{AwsArgs, IssuerArgs};
+use super::args::{AwsArgs, CloudTrailArgs, IssuerArgs};
 use super::output;
 use super::table::{self, Columns};
 use crate::client::KubeconfigSelection;
-use crate::gather::{self, gather, issuer};
+use crate::gather::issuer_keys::{self, IssuerTrust};
+use crate::gather::observed::{observe, Observations};
+use crate::gather::{self, gather, issuer, node_fallback};
 
 /// How `check` prints, as kubectl's `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,6 +64,19 @@ pub struct CheckArgs {
     context: Option<String>,
     #[command(flatten)]
     issuer: IssuerArgs,
+    /// PEM CA certificates trusted, besides the system's, for the issuer's discovery document
+    /// and JWKS (a private CA).
+    #[arg(long, value_name = "FILE", env = "IRSA_DOCTOR_ISSUER_CA_FILE")]
+    issuer_ca_file: Option<PathBuf>,
+    /// Do not fetch the issuer's discovery document and JWKS (no key or thumbprint checks).
+    #[arg(long)]
+    skip_issuer_keys: bool,
+    /// Do not read the nodes of the ServiceAccounts' pods and their EC2 metadata options
+    /// (ec2:DescribeInstances): no node-role fallback check, for callers without either.
+    #[arg(long)]
+    skip_node_check: bool,
+    #[command(flatten)]
+    cloudtrail: CloudTrailArgs,
     #[command(flatten)]
     aws: AwsArgs,
     /// Output format: table, wide (adds MESSAGE and FIX), json or yaml.
@@ -73,6 +88,14 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
+    /// The node check unless `--skip-node-check`; CloudTrail with `--cloudtrail`.
+    fn observations(&self) -> Observations {
+        Observations {
+            node_check: !self.skip_node_check,
+            cloudtrail_window: self.cloudtrail.window(),
+        }
+    }
+
     /// The output format, `--format` mapped onto `-o`.
     pub fn output(&self) -> OutputFormat {
         match self.format {
@@ -90,6 +113,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         context: args.context.clone(),
     })
     .await?;
+    let trust = IssuerTrust::new(args.issuer_ca_file.as_deref())?;
     let aws = AwsFacts::from_env(&args.aws.config()).await;
     let issuer = issuer::discover_fact(
         args.issuer.issuer.as_deref(),
@@ -98,6 +122,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         &client,
     )
     .await;
+    let issuer_keys = fetch_issuer_keys(args, &issuer, &trust, &client).await;
     let namespace = args
         .namespace
         .clone()
@@ -108,42 +133,52 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let accounts: Vec<(String, String, Fact<Option<irsa_core::ServiceAccount>>)> =
-        match &args.service_account {
-            Some(name) => {
-                let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-                let sa = api
-                    .get_opt(name)
-                    .await
-                    .with_context(|| format!("reading ServiceAccount {namespace}/{name}"))?;
-                vec![(
-                    namespace.clone(),
-                    name.clone(),
-                    Fact::Known(sa.map(|s| gather::service_account(&s.metadata))),
-                )]
-            }
-            None => {
-                let api: Api<ServiceAccount> = if args.all_namespaces {
-                    Api::all(client.clone())
-                } else {
-                    Api::namespaced(client.clone(), &namespace)
-                };
-                api.list_metadata(&ListParams::default())
-                    .await
-                    .context("listing ServiceAccounts")?
-                    .items
-                    .iter()
-                    .map(|m| gather::service_account(&m.metadata))
-                    .filter(|sa| sa.wants_irsa())
-                    .map(|sa| (sa.namespace.clone(), sa.name.clone(), Fact::Known(Some(sa))))
-                    .collect()
-            }
-        };
+    let accounts: Vec<(String, String, Fact<Option<irsa_core::ServiceAccount>>)> = match &args
+        .service_account
+    {
+        Some(name) => {
+            let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+            let sa = api
+                .get_opt(name)
+                .await
+                .with_context(|| format!("reading ServiceAccount {namespace}/{name}"))?;
+            vec![(
+                namespace.clone(),
+                name.clone(),
+                Fact::Known(sa.map(|s| gather::service_account(&s.metadata))),
+            )]
+        }
+        None => {
+            let api: Api<ServiceAccount> = if args.all_namespaces {
+                Api::all(client.clone())
+            } else {
+                Api::namespaced(client.clone(), &namespace)
+            };
+            let associated = associated_service_accounts(args, &aws, &namespace).await;
+            api.list_metadata(&ListParams::default())
+                .await
+                .context("listing ServiceAccounts")?
+                .items
+                .iter()
+                .map(|m| gather::service_account(&m.metadata))
+                .filter(|sa| {
+                    sa.wants_irsa() || associated.contains(&(sa.namespace.clone(), sa.name.clone()))
+                })
+                .map(|sa| (sa.namespace.clone(), sa.name.clone(), Fact::Known(Some(sa))))
+                .collect()
+        }
+    };
     counting(&progress, accounts.len());
+    let nodes = node_fallback::Nodes::new(client.clone());
     let mut reports: Vec<Report> = Vec::with_capacity(accounts.len());
     for (ns, name, sa) in accounts {
         progress.set_message(format!("{ns}/{name}"));
-        reports.push(diagnose(&gather(&aws, &issuer, &ns, &name, sa, None).await));
+        let mut facts = gather(&aws, &issuer, &ns, &name, sa, None).await;
+        gather::with_pod_identity(&aws, args.issuer.cluster_name.as_deref(), None, &mut facts)
+            .await;
+        facts.issuer_keys = issuer_keys.clone();
+        observe(args.observations(), &aws, &client, &nodes, &mut facts).await;
+        reports.push(diagnose(&facts));
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -164,6 +199,63 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     output::emit(&text).context("writing to standard output")?;
     Ok(output::exit_code(&reports))
+}
+
+/// The ServiceAccounts in scope that have an EKS Pod Identity association (with
+/// `--cluster-name`), so that those without an IRSA annotation are diagnosed too. Not knowing
+/// (no cluster name, or the list was refused) leaves the annotated ones only; each
+/// ServiceAccount's own look-up then says why.
+async fn associated_service_accounts(
+    args: &CheckArgs,
+    aws: &AwsFacts,
+    namespace: &str,
+) -> std::collections::HashSet<(String, String)> {
+    let Some(cluster) = args.issuer.cluster_name.as_deref() else {
+        return Default::default();
+    };
+    let lane = irsa_aws::Lane::namespace(namespace);
+    match aws
+        .pod_identity_association_list(&lane, cluster, None)
+        .await
+    {
+        Ok(list) => list
+            .into_iter()
+            .filter(|a| args.all_namespaces || a.namespace == namespace)
+            .map(|a| (a.namespace, a.service_account))
+            .collect(),
+        Err(u) => {
+            eprintln!(
+                "warning: EKS Pod Identity associations of {cluster} could not be listed ({}); only annotated ServiceAccounts are checked",
+                u.detail
+            );
+            Default::default()
+        }
+    }
+}
+
+/// The issuer's discovery document, JWKS and chain, once for every ServiceAccount; only for an
+/// issuer from `--issuer` or `eks:DescribeCluster` (`--cluster-name`), the sources an operator
+/// configures, not for one the API server advertises.
+async fn fetch_issuer_keys(
+    args: &CheckArgs,
+    issuer: &Fact<irsa_core::Issuer>,
+    trust: &IssuerTrust,
+    client: &kube::Client,
+) -> Fact<irsa_core::issuer_keys::IssuerKeys> {
+    if args.skip_issuer_keys {
+        return Fact::Skipped("--skip-issuer-keys".into());
+    }
+    if args.issuer.issuer.is_none() && args.issuer.cluster_name.is_none() {
+        return Fact::Skipped(
+            "the issuer's keys are fetched only for an issuer from --issuer or --cluster-name"
+                .into(),
+        );
+    }
+    let Fact::Known(issuer) = issuer else {
+        return Fact::Skipped("the cluster's issuer is unknown".into());
+    };
+    let cluster_keys = issuer_keys::cluster_keys(client).await;
+    Fact::Known(issuer_keys::fetch(issuer, trust, cluster_keys).await)
 }
 
 /// A spinner on standard error while the ServiceAccounts are listed.

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod args;
+pub mod audit;
 pub mod check;
 pub mod explain;
 pub mod inputs;
@@ -39,6 +40,8 @@ pub enum Command {
     ///
     /// Exit status: 0 no error findings, 1 error findings, 2 unusable input.
     Lint(lint::LintArgs),
+    /// Audits of the whole cluster and its AWS accounts: `audit trust`, who can assume what.
+    Audit(audit::AuditArgs),
     /// A reason's troubleshooting entry (cause, how to confirm, fix); every reason when omitted.
     ///
     /// Exit status: 0 printed, 2 unknown reason.
@@ -137,6 +140,7 @@ pub async fn main(invocation: Invocation, cli: Cli) -> ExitCode {
     let (name, result) = match cli.command {
         Command::Lint(args) => ("lint", lint::run(&args)),
         Command::Check(args) => ("check", check::run(&args).await),
+        Command::Audit(args) => ("audit", audit::run(&args).await),
         Command::Explain(args) => ("explain", explain::run(&args).map_err(anyhow::Error::from)),
         Command::Completion(args) => ("completion", completion(invocation, &args)),
         Command::Run(args) => (

@@ -24,7 +24,7 @@ fn reported(finding: &Finding) -> bool {
 }
 
 /// SARIF's `level` for a severity.
-fn level(severity: Severity) -> &'static str {
+pub(crate) fn level(severity: Severity) -> &'static str {
     match severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
@@ -90,7 +90,7 @@ pub fn log(reports: &[Report], locations: &[SourceLocation]) -> Value {
 }
 
 /// A reason as a SARIF rule: the guide's summary, the catalogue's fix, the guide's entry online.
-fn rule(reason: Reason) -> Value {
+pub(crate) fn rule(reason: Reason) -> Value {
     let summary = explain::summary(reason).unwrap_or_else(|| reason.as_str().to_string());
     json!({
         "id": reason,

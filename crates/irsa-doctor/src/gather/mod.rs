@@ -14,7 +14,12 @@ use kube::core::ObjectMeta;
 
 use crate::api::IrsaCheckSpec;
 
+pub mod admission;
+pub mod assume_history;
 pub mod issuer;
+pub mod issuer_keys;
+pub mod node_fallback;
+pub mod observed;
 pub mod workloads;
 
 /// At most this many distinct permissions are simulated for one check run. More are not
@@ -24,6 +29,10 @@ pub const MAX_PERMISSIONS_PER_CHECK: usize = 50;
 
 /// The parts of a ServiceAccount's metadata the diagnosis reads.
 pub fn service_account(meta: &ObjectMeta) -> ServiceAccount {
+    // The same reader as `lint`'s manifests, so both tell the annotation's age alike.
+    let (created, role_arn_set) = serde_json::to_value(meta)
+        .map(|v| irsa_core::workloads::service_account_times(&v))
+        .unwrap_or_default();
     ServiceAccount {
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
@@ -33,6 +42,8 @@ pub fn service_account(meta: &ObjectMeta) -> ServiceAccount {
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        created,
+        role_arn_set,
     }
 }
 
@@ -91,6 +102,9 @@ pub async fn gather_within(
         pod_identity: Fact::Skipped(
             "EKS Pod Identity associations were not looked up (no --cluster-name)".into(),
         ),
+        assume_history: Fact::Skipped(irsa_core::facts::NO_ASSUME_HISTORY.into()),
+        node_fallback: Fact::Skipped(irsa_core::facts::NO_NODE_FALLBACK.into()),
+        issuer_keys: Fact::Skipped(irsa_core::facts::NO_ISSUER_KEYS.into()),
     };
     let Some(role_arn) = role_arn else {
         return facts;

@@ -12,10 +12,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
+use super::admission::Admission;
 use crate::api::probe_pod_owner;
 
 /// Pods that can still run: pending or running.
-const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";
+pub(crate) const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";
 const PAGE: u32 = 500;
 
 /// The parts of a pod the audit reads, as admitted. Read through the pod's JSON form, with the
@@ -42,9 +43,11 @@ fn unavailable(what: String, e: kube::Error) -> Unavailable {
     }
 }
 
-/// Live pods of one ServiceAccount (field selector `spec.serviceAccountName`).
+/// Live pods of one ServiceAccount (field selector `spec.serviceAccountName`), with what
+/// `admission` tells of those the webhook did not mutate.
 pub async fn pods_of(
     client: &kube::Client,
+    admission: &Admission,
     namespace: &str,
     service_account: &str,
 ) -> Fact<Vec<PodFacts>> {
@@ -52,13 +55,16 @@ pub async fn pods_of(
     let params =
         ListParams::default().fields(&format!("spec.serviceAccountName={service_account},{LIVE}"));
     match api.list(&params).await {
-        Ok(list) => Fact::Known(
-            list.items
+        Ok(list) => {
+            let mut pods: Vec<PodFacts> = list
+                .items
                 .iter()
                 .filter(|p| is_workload(p))
                 .map(pod_facts)
-                .collect(),
-        ),
+                .collect();
+            admission.explain(namespace, &mut pods).await;
+            Fact::Known(pods)
+        }
         Err(e) => Fact::Unavailable(unavailable(
             format!("listing pods of {namespace}/{service_account}"),
             e,
@@ -67,9 +73,11 @@ pub async fn pods_of(
 }
 
 /// Live pods of a namespace (all when `None`) grouped by (namespace, ServiceAccount), one page
-/// at a time so memory does not grow with the cluster's pod count beyond what is kept.
+/// at a time so memory does not grow with the cluster's pod count beyond what is kept; with
+/// what `admission` tells of those the webhook did not mutate.
 pub async fn pods_by_service_account(
     client: &kube::Client,
+    admission: &Admission,
     namespace: Option<&str>,
     wanted: impl Fn(&str, &str) -> bool,
 ) -> Result<HashMap<(String, String), Vec<PodFacts>>, Unavailable> {
@@ -99,7 +107,11 @@ pub async fn pods_by_service_account(
         }
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(grouped),
+            _ => break,
         }
     }
+    for ((namespace, _), pods) in grouped.iter_mut() {
+        admission.explain(namespace, pods).await;
+    }
+    Ok(grouped)
 }

@@ -19,6 +19,8 @@ use super::metrics::Metrics;
 use super::probe::Prober;
 use super::service_accounts::ServiceAccounts;
 use super::verdicts::{Diagnosed, Verdicts};
+use crate::gather::node_fallback::Nodes;
+use crate::gather::observed::{observe, Observations};
 
 /// A diagnosis whose status could not be written: the next attempt writes it again instead of
 /// diagnosing again (and starting another probe pod).
@@ -102,6 +104,10 @@ pub struct Context {
     written: Mutex<HashMap<(String, String), (Written, Instant)>>,
     /// `--cluster-name`: EKS Pod Identity associations are looked up only with it.
     cluster_name: Option<String>,
+    /// `--node-check` and `--cloudtrail`: what is observed of running pods.
+    observations: Observations,
+    /// Nodes' provider IDs, for the node check.
+    nodes: Nodes,
 }
 
 /// What a check's written status was diagnosed from: a check waiting for a probe slot skips
@@ -130,7 +136,6 @@ impl Context {
         prober: Prober,
     ) -> Context {
         Context {
-            client,
             aws,
             issuer: RwLock::new(issuer),
             recorder,
@@ -145,7 +150,28 @@ impl Context {
             last_probes: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             cluster_name: None,
+            observations: Observations::default(),
+            nodes: Nodes::new(client.clone()),
+            client,
         }
+    }
+
+    /// The context observing what `observations` asks of running pods (off by default).
+    pub fn with_observations(mut self, observations: Observations) -> Context {
+        self.observations = observations;
+        self
+    }
+
+    /// Fills the facts of running pods' nodes and CloudTrail calls, when enabled.
+    pub async fn observe(&self, facts: &mut irsa_core::Facts) {
+        observe(
+            self.observations,
+            self.aws(),
+            self.client(),
+            &self.nodes,
+            facts,
+        )
+        .await;
     }
 
     /// The context for EKS cluster `name` (`--cluster-name`): Pod Identity is diagnosed too.

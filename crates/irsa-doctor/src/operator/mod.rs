@@ -159,7 +159,8 @@ pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
             Prober::new(client.clone(), args.probe()),
         )
         .with_tenancy(Tenancy::from_args(&args))
-        .with_cluster_name(args.issuer.cluster_name.clone()),
+        .with_cluster_name(args.issuer.cluster_name.clone())
+        .with_observations(args.observations()),
     );
     let orphans = ctx.prober().sweep_orphans(&namespaces).await;
     if orphans > 0 {

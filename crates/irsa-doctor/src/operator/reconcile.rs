@@ -259,7 +259,10 @@ async fn diagnose_check(obj: &DynamicObject, ctx: &Context) -> Diagnosis {
     let mut facts = ctx
         .gather(&namespace, &sa_name, sa, Some(&check.spec))
         .await;
-    facts.workloads = Some(workloads::pods_of(ctx.client(), &namespace, &sa_name).await);
+    facts.workloads = Some(
+        workloads::pods_of(ctx.client(), ctx.prober().admission(), &namespace, &sa_name).await,
+    );
+    ctx.observe(&mut facts).await;
     facts.probe = Some(match plan {
         ProbePlan::Decided(fact) => fact,
         ProbePlan::Run(slot) => {

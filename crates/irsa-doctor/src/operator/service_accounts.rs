@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use irsa_core::{Fact, Reason, ServiceAccount, Unavailable};
 use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount as KubeServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -18,11 +19,13 @@ pub type SaMeta = PartialObjectMeta<KubeServiceAccount>;
 /// How long a read waits for the caches' initial lists before answering Unavailable.
 const SYNC_WAIT: Duration = Duration::from_secs(30);
 
-/// Drops what the diagnosis never reads (managed fields, labels, owner references, …) before an
-/// object enters the cache, so memory grows with annotations, not with field-manager history.
+/// Drops what the diagnosis never reads (labels, owner references, field-manager history, …)
+/// before an object enters the cache, so memory grows with annotations. Of the managed fields,
+/// only when the role-arn annotation was last set is kept: it tells a pod created before the
+/// annotation from one the webhook failed to mutate.
 pub fn strip(sa: &mut SaMeta) {
     let m = &mut sa.metadata;
-    m.managed_fields = None;
+    m.managed_fields = role_arn_entry(m.managed_fields.take());
     m.labels = None;
     m.owner_references = None;
     m.finalizers = None;
@@ -32,6 +35,31 @@ pub fn strip(sa: &mut SaMeta) {
         // kubectl's copy of the last applied object repeats every annotation.
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+}
+
+/// The latest managed-fields entry that sets the role-arn annotation, reduced to its time and
+/// that one field.
+fn role_arn_entry(entries: Option<Vec<ManagedFieldsEntry>>) -> Option<Vec<ManagedFieldsEntry>> {
+    let key = format!("f:{}", irsa_core::annotations::ROLE_ARN);
+    let latest = entries
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.pointer("/f:metadata/f:annotations"))
+                .is_some_and(|a| a.get(&key).is_some())
+        })
+        .filter_map(|e| e.time)
+        .max()?;
+    Some(vec![ManagedFieldsEntry {
+        time: Some(latest),
+        fields_type: Some("FieldsV1".into()),
+        fields_v1: Some(FieldsV1(
+            serde_json::json!({ "f:metadata": { "f:annotations": { key: {} } } }),
+        )),
+        ..ManagedFieldsEntry::default()
+    }])
 }
 
 /// The ServiceAccount caches of every watched namespace.
@@ -114,7 +142,11 @@ impl ServiceAccounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().expect("a timestamp"))
+    }
 
     #[test]
     fn strip_keeps_only_what_the_diagnosis_reads() {
@@ -125,7 +157,33 @@ mod tests {
                 namespace: Some("payments".into()),
                 uid: Some("u".into()),
                 labels: Some([("app".to_string(), "api".to_string())].into()),
-                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                managed_fields: Some(vec![
+                    ManagedFieldsEntry {
+                        manager: Some("kubectl".into()),
+                        time: Some(time("2026-01-01T00:00:00Z")),
+                        fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {
+                            "f:annotations": {"f:eks.amazonaws.com/role-arn": {}},
+                            "f:labels": {"f:app": {}}
+                        }}))),
+                        ..ManagedFieldsEntry::default()
+                    },
+                    ManagedFieldsEntry {
+                        manager: Some("helm".into()),
+                        time: Some(time("2026-03-01T00:00:00Z")),
+                        fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {
+                            "f:annotations": {"f:eks.amazonaws.com/role-arn": {}}
+                        }}))),
+                        ..ManagedFieldsEntry::default()
+                    },
+                    ManagedFieldsEntry {
+                        manager: Some("later-labeler".into()),
+                        time: Some(time("2026-06-01T00:00:00Z")),
+                        fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {
+                            "f:labels": {"f:team": {}}
+                        }}))),
+                        ..ManagedFieldsEntry::default()
+                    },
+                ]),
                 annotations: Some(
                     [
                         ("eks.amazonaws.com/role-arn".to_string(), "arn".to_string()),
@@ -142,7 +200,14 @@ mod tests {
         };
         strip(&mut sa);
         let m = &sa.metadata;
-        assert_eq!(m.managed_fields, None);
+        let kept = m.managed_fields.as_deref().unwrap_or_default();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].manager, None);
+        assert_eq!(
+            crate::gather::service_account(m).role_arn_set,
+            Some(time("2026-03-01T00:00:00Z").0.as_second()),
+            "the last time the role-arn annotation was set, not a later unrelated change"
+        );
         assert_eq!(m.labels, None);
         assert_eq!(
             m.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),

@@ -34,8 +34,9 @@ pub async fn diagnose_service_account(
         .await;
     facts.workloads = Some(match pods {
         Some(p) => p,
-        None => workloads::pods_of(ctx.client(), &namespace, &name).await,
+        None => workloads::pods_of(ctx.client(), ctx.prober().admission(), &namespace, &name).await,
     });
+    ctx.observe(&mut facts).await;
     // Events on the ServiceAccount are read by the namespace's users: quote a role's trust
     // policy only when it admits the ServiceAccount.
     let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
@@ -103,9 +104,12 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
     // diagnoses; memory holds one namespace's pods, never the cluster's.
     for (namespace, accounts) in by_namespace {
         let names: HashSet<String> = accounts.iter().map(|sa| sa.name.clone()).collect();
-        let listed = workloads::pods_by_service_account(ctx.client(), Some(&namespace), |_, s| {
-            names.contains(s)
-        })
+        let listed = workloads::pods_by_service_account(
+            ctx.client(),
+            ctx.prober().admission(),
+            Some(&namespace),
+            |_, s| names.contains(s),
+        )
         .await;
         let (mut pods, failed) = match listed {
             Ok(pods) => (pods, None),

@@ -8,13 +8,13 @@
 mod pod;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use irsa_core::probe::{ProbeObservation, ProbeResult};
 use irsa_core::text::escape_untrusted;
 use irsa_core::{Fact, Reason, Unavailable};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, Preconditions};
 use kube::runtime::wait::await_condition;
@@ -25,9 +25,10 @@ pub use pod::{injection, probe_pod, ProbeConfig, CONTAINER};
 
 use super::watch_namespace::WatchNamespace;
 use crate::api::{probe_pod_name, probe_pod_owner, IrsaCheck, PROBE_LABEL};
+use crate::gather::admission::Admission;
 
-/// How long the answer to "is a pod identity webhook registered?" is reused.
-const WEBHOOK_TTL: Duration = Duration::from_secs(60);
+/// How long the webhook's registrations and namespaces' labels are reused.
+const ADMISSION_TTL: Duration = Duration::from_secs(60);
 
 /// (namespace, pod name).
 type PodKey = (String, String);
@@ -39,7 +40,10 @@ pub struct Prober {
     permits: Semaphore,
     /// Probe pods of running probes, with the uid of the IrsaCheck each runs for.
     in_flight: Mutex<HashMap<PodKey, String>>,
-    webhook: Mutex<Option<(Instant, Option<bool>)>>,
+    /// Whether a probe pod may have been left behind since the last orphan sweep: at start-up
+    /// (a predecessor may have crashed), and once a probe has started.
+    unswept: AtomicBool,
+    admission: Arc<Admission>,
 }
 
 fn not_run(what: &str, e: impl std::fmt::Display) -> Fact<ProbeObservation> {
@@ -83,12 +87,18 @@ impl Prober {
     /// A prober with the operator's probe configuration.
     pub fn new(client: kube::Client, config: ProbeConfig) -> Prober {
         Prober {
-            client,
             permits: Semaphore::new(config.max_concurrent.max(1)),
             config,
             in_flight: Mutex::new(HashMap::new()),
-            webhook: Mutex::new(None),
+            unswept: AtomicBool::new(true),
+            admission: Arc::new(Admission::new(client.clone(), ADMISSION_TTL)),
+            client,
         }
+    }
+
+    /// The webhook's registrations and namespaces' labels, shared with the workload audit.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, String>> {
@@ -108,6 +118,7 @@ impl Prober {
         let name = probe_pod_name(&check.name_any());
         let key = (namespace.clone(), name.clone());
         self.in_flight().insert(key.clone(), check_uid.clone());
+        self.unswept.store(true, Ordering::SeqCst);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         // Boxed: the future nests deep inside the controller's, beyond what rustc lays out.
         let observation = Box::pin(self.create_and_observe(&api, check, &check_uid, timeout)).await;
@@ -260,32 +271,9 @@ impl Prober {
         })
     }
 
-    /// Whether a pod identity webhook is registered, reused for [`WEBHOOK_TTL`].
+    /// Whether a pod identity webhook is registered; `None` when that cannot be told.
     async fn webhook_configured(&self) -> Option<bool> {
-        let cached = *self.webhook.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, answer)) = cached.filter(|(at, _)| at.elapsed() < WEBHOOK_TTL) {
-            return answer;
-        }
-        let answer = self.list_webhooks().await;
-        // Only a real answer is kept: an API error is asked again next time.
-        if answer.is_some() {
-            *self.webhook.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((Instant::now(), answer));
-        }
-        answer
-    }
-
-    /// Lists webhook configurations for a pod identity webhook (EKS names it `pod-identity-webhook`).
-    async fn list_webhooks(&self) -> Option<bool> {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let list = api.list(&ListParams::default()).await.ok()?;
-        Some(list.items.iter().any(|c| {
-            let names = std::iter::once(c.name_any())
-                .chain(c.webhooks.iter().flatten().map(|w| w.name.clone()));
-            names
-                .into_iter()
-                .any(|n| n.contains("pod-identity") || n.contains("iam-for-pods"))
-        }))
+        Some(!self.admission.webhooks().await?.is_empty())
     }
 
     /// Deletes the probe pod `name` if it is still the pod `uid`: retried a few times, then
@@ -349,7 +337,13 @@ impl Prober {
     /// whether its IrsaCheck still exists or not, it is then a pod the operator created, and no
     /// run needs it unless one is in flight for that IrsaCheck. A pod that merely carries the
     /// label (a user's, or another tool's) is never touched.
+    ///
+    /// Only the leader creates probe pods, so when no probe started since the last sweep there
+    /// is nothing new to find, and the list (one more pod list per sweep) is skipped.
     pub async fn sweep_orphans(&self, namespaces: &[WatchNamespace]) -> usize {
+        if !self.unswept.swap(false, Ordering::SeqCst) {
+            return 0;
+        }
         let mut deleted = 0;
         for ns in namespaces {
             let api: Api<Pod> = ns.api(&self.client);
@@ -357,6 +351,7 @@ impl Prober {
                 .list_metadata(&ListParams::default().labels(&format!("{PROBE_LABEL}=true")))
                 .await
             else {
+                self.unswept.store(true, Ordering::SeqCst);
                 continue;
             };
             for pod in pods.items {
@@ -385,8 +380,14 @@ impl Prober {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ns);
                 if self.delete(&api, &name, &uid).await {
                     deleted += 1;
+                } else {
+                    self.unswept.store(true, Ordering::SeqCst);
                 }
             }
+        }
+        // A probe still running may yet leave its pod: look again next time.
+        if !self.in_flight().is_empty() {
+            self.unswept.store(true, Ordering::SeqCst);
         }
         deleted
     }
@@ -444,6 +445,15 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["decoy", "other", "worker-7d9f"]);
+
+        // No probe started since: the next sweep has nothing new to find and lists nothing.
+        let before = sim.request_count("list", "pods");
+        assert_eq!(prober.sweep_orphans(&[WatchNamespace::All]).await, 0);
+        assert_eq!(
+            sim.request_count("list", "pods"),
+            before,
+            "a sweep with nothing new to find"
+        );
     }
 
     /// 200 probe runs while the API server fails creates, deletes, log reads and watches now

@@ -1,0 +1,816 @@
+//! Who can assume what: every role of an account, its trust policy evaluated by the trust engine
+//! ([`crate::trust`]) against this cluster's OIDC provider, for each existing ServiceAccount and
+//! for the patterns a policy may admit (any ServiceAccount, whole namespaces, any audience, the
+//! provider of another cluster). Pure: the roles and ServiceAccounts are read elsewhere.
+//!
+//! Patterns are found by asking the engine about probe subjects no real policy names. Two probes
+//! with disjoint characters (letters and digits) are both admitted only by a policy whose
+//! `:sub` condition is absent, negated, or all wildcards in that part: a literal character cannot
+//! match both. So Deny statements, audience conditions and every operator count exactly as STS
+//! counts them.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::annotations::DEFAULT_AUDIENCE;
+use crate::arn::{OidcProviderArn, RoleArn};
+use crate::condition::{like, BaseOperator, Condition, KeyValue, Tri};
+use crate::issuer::Issuer;
+use crate::policy::{Effect, PolicyDocument, Principals, Statement};
+use crate::reason::{ConditionType, Reason};
+use crate::report::Finding;
+use crate::trust::{action_admits, classify_key, evaluate, subject, KeyKind, WebIdentityRequest};
+use crate::ServiceAccount;
+
+/// Probe (namespace, name) pairs whose characters share nothing, so that only wildcards (or no
+/// condition) admit both.
+const PROBES: [(&str, &str); 2] = [("qzxqzx", "xzqxzq"), ("0-9-8", "7-6-5")];
+
+/// An audience no ServiceAccount token carries: a policy admitting it checks no audience.
+const PROBE_AUDIENCE: &str = "0-irsa-doctor-audit-probe";
+
+/// At most this many admitted ServiceAccounts are listed per role; the count is always exact.
+pub const MAX_LISTED_SERVICE_ACCOUNTS: usize = 1_000;
+
+/// At most this many names are quoted in one finding's message.
+const MAX_QUOTED: usize = 20;
+
+/// The `system:serviceaccount:` prefix of a ServiceAccount token's subject.
+const SUBJECT_PREFIX: &str = "system:serviceaccount:";
+
+/// One role as `iam:ListRoles` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRole {
+    /// The role's ARN.
+    pub arn: String,
+    /// Its trust policy, raw or URL-encoded.
+    pub trust_policy: String,
+}
+
+/// An existing ServiceAccount a role admits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmittedServiceAccount {
+    /// `namespace/name`.
+    pub service_account: String,
+    /// True when the verdict depends on request context irsa-doctor cannot see (e.g.
+    /// `aws:SourceIp`): STS may still refuse.
+    pub conditional: bool,
+    /// Whether its `eks.amazonaws.com/role-arn` annotation names this role.
+    pub annotated: bool,
+}
+
+/// A set of ServiceAccounts or tokens a role admits beyond the existing ServiceAccounts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum AdmittedPattern {
+    /// Every ServiceAccount of the cluster, in any namespace, existing or future.
+    AnyServiceAccount,
+    /// Every ServiceAccount of the namespaces this name (or `:sub` pattern) denotes.
+    Namespace {
+        /// A namespace, or a namespace pattern with `*` and `?` as the policy writes it.
+        namespace: String,
+    },
+    /// A narrower `:sub` pattern with wildcards, as the policy writes it.
+    SubjectPattern {
+        /// The pattern, e.g. `system:serviceaccount:ml:batch-*`.
+        pattern: String,
+    },
+    /// Tokens of any audience: the policy has no (effective) `:aud` condition.
+    AnyAudience,
+    /// Another IAM OIDC provider (another cluster's issuer) the role trusts for web identity.
+    OtherProvider {
+        /// Its ARN.
+        provider: String,
+    },
+}
+
+/// What one role admits of this cluster, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleAudit {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// Whether an Allow statement grants `sts:AssumeRoleWithWebIdentity` to this cluster's
+    /// provider (in the role's account).
+    pub trusts_cluster: bool,
+    /// Existing ServiceAccounts the policy admits, by namespace and name (at most
+    /// [`MAX_LISTED_SERVICE_ACCOUNTS`]).
+    pub service_accounts: Vec<AdmittedServiceAccount>,
+    /// How many existing ServiceAccounts it admits.
+    pub admitted_count: usize,
+    /// ServiceAccounts whose role-arn annotation names this role, `namespace/name`.
+    pub annotated_by: Vec<String>,
+    /// What else it admits.
+    pub patterns: Vec<AdmittedPattern>,
+    /// Findings, most severe first.
+    pub findings: Vec<Finding>,
+}
+
+/// Audits `roles` against the provider of `issuer` and the cluster's `service_accounts`. Only
+/// roles that trust an IAM OIDC provider for web identity (this cluster's or another's), or whose
+/// trust policy cannot be read, are returned, ordered by ARN.
+pub fn audit_trust(
+    issuer: &Issuer,
+    roles: &[ListedRole],
+    service_accounts: &[ServiceAccount],
+) -> Vec<RoleAudit> {
+    let existing: BTreeSet<(&str, &str)> = service_accounts
+        .iter()
+        .map(|sa| (sa.namespace.as_str(), sa.name.as_str()))
+        .collect();
+    let namespaces: BTreeSet<&str> = existing.iter().map(|(ns, _)| *ns).collect();
+    // Each ServiceAccount's `:sub` as the engine's conditions read it, built once for all roles.
+    let subjects: Vec<KeyValue> = service_accounts
+        .iter()
+        .map(|sa| KeyValue::Present(vec![subject(&sa.namespace, &sa.name)]))
+        .collect();
+    let cluster = Cluster {
+        service_accounts,
+        subjects: &subjects,
+        existing: &existing,
+        namespaces: &namespaces,
+    };
+    let mut audits: Vec<RoleAudit> = roles
+        .iter()
+        .filter_map(|role| audit_role(issuer, role, &cluster))
+        .collect();
+    audits.sort_by(|a, b| a.role_arn.cmp(&b.role_arn));
+    audits
+}
+
+/// The cluster's ServiceAccounts, in the forms the audit of each role reads.
+struct Cluster<'a> {
+    service_accounts: &'a [ServiceAccount],
+    /// `subjects[i]`: the `:sub` of `service_accounts[i]`.
+    subjects: &'a [KeyValue],
+    existing: &'a BTreeSet<(&'a str, &'a str)>,
+    namespaces: &'a BTreeSet<&'a str>,
+}
+
+fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Option<RoleAudit> {
+    let service_accounts = cluster.service_accounts;
+    let mut audit = RoleAudit {
+        role_arn: role.arn.clone(),
+        trusts_cluster: false,
+        service_accounts: Vec::new(),
+        admitted_count: 0,
+        annotated_by: service_accounts
+            .iter()
+            .filter(|sa| sa.role_arn_annotation().map(str::trim) == Some(role.arn.as_str()))
+            .map(|sa| format!("{}/{}", sa.namespace, sa.name))
+            .collect(),
+        patterns: Vec::new(),
+        findings: Vec::new(),
+    };
+    let arn = match RoleArn::parse(&role.arn) {
+        Ok(arn) => arn,
+        Err(e) => {
+            audit.findings.push(finding(
+                Reason::RoleArnMalformed,
+                format!(
+                    "IAM listed the role ARN {:?}, which irsa-doctor cannot read: {e}",
+                    role.arn
+                ),
+            ));
+            return Some(audit);
+        }
+    };
+    let policy = match PolicyDocument::parse(&role.trust_policy) {
+        Ok(p) => p,
+        Err(e) => {
+            audit.findings.push(finding(
+                Reason::TrustPolicyInvalid,
+                format!("the trust policy of {arn} cannot be read: {e}"),
+            ));
+            return Some(audit);
+        }
+    };
+    let provider = issuer.provider_arn(arn.partition(), arn.account());
+    let provider_text = provider.to_string();
+    let web_identity: Vec<&Statement> = policy
+        .statements
+        .iter()
+        .filter(|s| s.effect == Effect::Allow && action_admits(&s.action))
+        .collect();
+    let trusting: Vec<&Statement> = web_identity
+        .iter()
+        .copied()
+        .filter(|s| principal_admits(&s.principal, &provider_text))
+        .collect();
+    let others: BTreeSet<String> = web_identity
+        .iter()
+        .flat_map(|s| s.principal.of_type("Federated"))
+        .filter(|f| *f != provider_text && OidcProviderArn::parse(f).is_ok())
+        .map(str::to_string)
+        .collect();
+    audit.trusts_cluster = !trusting.is_empty();
+    if !audit.trusts_cluster && others.is_empty() {
+        return None;
+    }
+    if audit.trusts_cluster {
+        let probe = Probe {
+            issuer,
+            arn: &arn,
+            policy: &policy,
+            audiences: audiences(issuer, &trusting, service_accounts),
+            subject_gates: trusting
+                .iter()
+                .map(|st| {
+                    st.conditions
+                        .iter()
+                        .filter(|c| classify_key(&c.key, issuer) == KeyKind::Subject)
+                        .collect()
+                })
+                .collect(),
+        };
+        admit_existing(&probe, cluster, &mut audit);
+        let subjects = sub_values(issuer, &trusting);
+        admit_patterns(&probe, &subjects, cluster.namespaces, &mut audit);
+        let missing: Vec<String> = subjects
+            .exact
+            .iter()
+            .filter(|(ns, name)| !cluster.existing.contains(&(ns.as_str(), name.as_str())))
+            .filter(|(ns, name)| probe.admits(ns, name))
+            .map(|(ns, name)| subject(ns, name))
+            .collect();
+        findings(&arn, &provider_text, &missing, &mut audit);
+    }
+    audit.patterns.extend(
+        others
+            .into_iter()
+            .map(|provider| AdmittedPattern::OtherProvider { provider }),
+    );
+    audit
+        .findings
+        .sort_by_key(|f| std::cmp::Reverse(f.severity));
+    Some(audit)
+}
+
+/// Asks the trust engine about one role for made-up and real subjects.
+struct Probe<'a> {
+    issuer: &'a Issuer,
+    arn: &'a RoleArn,
+    policy: &'a PolicyDocument,
+    /// Every audience a token for this role might carry.
+    audiences: BTreeSet<String>,
+    /// The `:sub` conditions of each Allow statement trusting this cluster.
+    subject_gates: Vec<Vec<&'a Condition>>,
+}
+
+impl Probe<'_> {
+    fn verdict(&self, namespace: &str, name: &str, audience: &str) -> Tri {
+        let request = WebIdentityRequest::new(self.issuer, self.arn, namespace, name, audience);
+        evaluate(self.policy, &request).allowed
+    }
+
+    /// Whether some audience's token of `namespace/name` is admitted (or only context decides).
+    fn admits(&self, namespace: &str, name: &str) -> bool {
+        self.audiences
+            .iter()
+            .any(|aud| self.verdict(namespace, name, aud) != Tri::False)
+    }
+
+    /// False when no Allow statement trusting this cluster can match `sub` whatever the rest
+    /// of the request: one of its `:sub` conditions refuses it. A cheap, exact pre-check with the
+    /// engine's own condition evaluation, so that the full evaluation (and its explanations) runs
+    /// only for subjects a statement may admit.
+    fn may_admit(&self, sub: &KeyValue) -> bool {
+        self.subject_gates
+            .iter()
+            .any(|gate| gate.iter().all(|c| c.evaluate(sub) != Tri::False))
+    }
+
+    /// Whether every ServiceAccount of `namespace` is admitted: both probe names are.
+    fn admits_namespace(&self, namespace: &str) -> bool {
+        PROBES.iter().all(|(_, name)| self.admits(namespace, name))
+    }
+}
+
+fn principal_admits(principals: &Principals, provider: &str) -> bool {
+    match principals {
+        Principals::Any => true,
+        Principals::Typed(_) => principals.of_type("Federated").any(|f| f == provider),
+    }
+}
+
+/// The default audience, those ServiceAccounts set, and the literal `:aud` values of the
+/// statements trusting this cluster: the audiences a token presented for the role may carry.
+fn audiences(
+    issuer: &Issuer,
+    trusting: &[&Statement],
+    service_accounts: &[ServiceAccount],
+) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = service_accounts
+        .iter()
+        .map(|sa| sa.audience().to_string())
+        .collect();
+    set.insert(DEFAULT_AUDIENCE.to_string());
+    for st in trusting {
+        for c in &st.conditions {
+            if classify_key(&c.key, issuer) == KeyKind::Audience && !c.operator.base.is_negated() {
+                set.extend(c.values.iter().filter(|v| !v.contains(['*', '?'])).cloned());
+            }
+        }
+    }
+    set
+}
+
+/// The `:sub` values the statements trusting this cluster name: exact subjects of
+/// ServiceAccounts, and patterns.
+#[derive(Default)]
+struct SubValues {
+    exact: BTreeSet<(String, String)>,
+    patterns: BTreeSet<String>,
+}
+
+fn sub_values(issuer: &Issuer, trusting: &[&Statement]) -> SubValues {
+    let mut out = SubValues::default();
+    for st in trusting {
+        for c in &st.conditions {
+            let base = c.operator.base;
+            if classify_key(&c.key, issuer) != KeyKind::Subject
+                || base.is_negated()
+                || base == BaseOperator::Null
+            {
+                continue;
+            }
+            for value in &c.values {
+                if base.is_like() && value.contains(['*', '?']) {
+                    out.patterns.insert(value.clone());
+                } else if let Some(pair) = parse_subject(value) {
+                    out.exact.insert(pair);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `system:serviceaccount:NS:NAME` as (NS, NAME).
+fn parse_subject(value: &str) -> Option<(String, String)> {
+    let (ns, name) = value.strip_prefix(SUBJECT_PREFIX)?.split_once(':')?;
+    (!ns.is_empty() && !name.is_empty() && !name.contains(':'))
+        .then(|| (ns.to_string(), name.to_string()))
+}
+
+fn admit_existing(probe: &Probe<'_>, cluster: &Cluster<'_>, audit: &mut RoleAudit) {
+    for (sa, sub) in cluster.service_accounts.iter().zip(cluster.subjects) {
+        if !probe.may_admit(sub) {
+            continue;
+        }
+        let verdict = probe.verdict(&sa.namespace, &sa.name, sa.audience());
+        if verdict == Tri::False {
+            continue;
+        }
+        audit.admitted_count += 1;
+        if audit.service_accounts.len() < MAX_LISTED_SERVICE_ACCOUNTS {
+            audit.service_accounts.push(AdmittedServiceAccount {
+                service_account: format!("{}/{}", sa.namespace, sa.name),
+                conditional: verdict == Tri::Unknown,
+                annotated: sa.role_arn_annotation().map(str::trim) == Some(audit.role_arn.as_str()),
+            });
+        }
+    }
+}
+
+fn admit_patterns(
+    probe: &Probe<'_>,
+    subjects: &SubValues,
+    namespaces: &BTreeSet<&str>,
+    audit: &mut RoleAudit,
+) {
+    let any = PROBES.iter().all(|(ns, name)| probe.admits(ns, name));
+    let mut patterns = BTreeSet::new();
+    if any {
+        patterns.insert(AdmittedPattern::AnyServiceAccount);
+    } else {
+        // Namespaces the policy's patterns denote (`team-*` of `system:serviceaccount:team-*:*`),
+        // probed with their wildcards filled in; then existing namespaces they do not cover.
+        let mut covered: Vec<String> = Vec::new();
+        for pattern in &subjects.patterns {
+            // `system:serviceaccount:team-*` (no second colon) denotes whole namespaces too: `*`
+            // spans colons.
+            let ns = pattern
+                .strip_prefix(SUBJECT_PREFIX)
+                .map(|rest| rest.split_once(':').map_or(rest, |(ns, _)| ns));
+            let whole =
+                ns.filter(|ns| probe.admits_namespace(&ns.replace('*', "").replace('?', "x")));
+            if let Some(ns) = whole {
+                covered.push(ns.to_string());
+            } else {
+                patterns.insert(AdmittedPattern::SubjectPattern {
+                    pattern: pattern.clone(),
+                });
+            }
+        }
+        for ns in namespaces {
+            if !covered.iter().any(|p| like(p, ns)) && probe.admits_namespace(ns) {
+                covered.push(ns.to_string());
+            }
+        }
+        patterns.extend(
+            covered
+                .into_iter()
+                .map(|namespace| AdmittedPattern::Namespace { namespace }),
+        );
+    }
+    // Any subject admitted at all tells whether the audience is checked.
+    let admitted = audit
+        .service_accounts
+        .iter()
+        .filter_map(|sa| sa.service_account.split_once('/'))
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .chain(subjects.exact.iter().cloned())
+        .chain(
+            PROBES
+                .iter()
+                .map(|(ns, name)| (ns.to_string(), name.to_string())),
+        )
+        .find(|(ns, name)| probe.admits(ns, name));
+    if let Some((ns, name)) = admitted {
+        if probe.verdict(&ns, &name, PROBE_AUDIENCE) != Tri::False {
+            patterns.insert(AdmittedPattern::AnyAudience);
+        }
+    }
+    audit.patterns.extend(patterns);
+}
+
+fn findings(arn: &RoleArn, provider: &str, missing: &[String], audit: &mut RoleAudit) {
+    let namespaces: Vec<&str> = audit
+        .patterns
+        .iter()
+        .filter_map(|p| match p {
+            AdmittedPattern::Namespace { namespace } => Some(namespace.as_str()),
+            _ => None,
+        })
+        .collect();
+    if audit.patterns.contains(&AdmittedPattern::AnyServiceAccount) {
+        audit.findings.push(finding(
+            Reason::TrustPolicyAdmitsAnyServiceAccount,
+            format!(
+                "{arn} admits every ServiceAccount of the cluster through its provider {provider:?}: the :sub \
+                 condition is missing, negated or all wildcards, so whoever may create a ServiceAccount and a \
+                 pod in any namespace gets the role ({} existing ServiceAccount(s) admitted)",
+                audit.admitted_count
+            ),
+        ));
+    } else if !namespaces.is_empty() {
+        audit.findings.push(finding(
+            Reason::TrustPolicyAdmitsWholeNamespace,
+            format!(
+                "{arn} admits every ServiceAccount of namespace(s) {}: whoever may create a ServiceAccount \
+                 there gets the role",
+                quoted(&namespaces)
+            ),
+        ));
+    }
+    if audit.annotated_by.is_empty() {
+        audit.findings.push(finding(
+            Reason::TrustedRoleUnused,
+            format!(
+                "{arn} trusts this cluster's provider {provider:?}, but no ServiceAccount of the cluster is \
+                 annotated with it ({} admitted, none uses it)",
+                audit.admitted_count
+            ),
+        ));
+    }
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(String::as_str).collect();
+        audit.findings.push(finding(
+            Reason::TrustedServiceAccountMissing,
+            format!(
+                "{arn} trusts {}, which no longer exist(s) in the cluster: whoever creates a ServiceAccount of \
+                 that name gets the role",
+                quoted(&names)
+            ),
+        ));
+    }
+}
+
+/// `["a", "b"]`, at most [`MAX_QUOTED`] of them, then how many more.
+fn quoted(items: &[&str]) -> String {
+    let shown: Vec<&str> = items.iter().copied().take(MAX_QUOTED).collect();
+    let more = items.len().saturating_sub(MAX_QUOTED);
+    if more == 0 {
+        format!("{shown:?}")
+    } else {
+        format!("{shown:?} and {more} more")
+    }
+}
+
+fn finding(reason: Reason, message: String) -> Finding {
+    Finding::new(reason, ConditionType::TrustPolicyValid, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const HP: &str = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
+    const OTHER: &str = "oidc.eks.eu-west-1.amazonaws.com/id/OTHERCLUSTER0000000000000000000";
+
+    fn provider(host_path: &str) -> String {
+        format!("arn:aws:iam::111122223333:oidc-provider/{host_path}")
+    }
+
+    fn role_arn(name: &str) -> String {
+        format!("arn:aws:iam::111122223333:role/{name}")
+    }
+
+    fn sa(namespace: &str, name: &str, role: Option<&str>) -> ServiceAccount {
+        ServiceAccount {
+            namespace: namespace.into(),
+            name: name.into(),
+            annotations: role
+                .map(|r| ("eks.amazonaws.com/role-arn".to_string(), role_arn(r)))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A statement allowing web identity to `host_path`'s provider under `condition`.
+    fn allow(host_path: &str, condition: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"Effect": "Allow", "Principal": {"Federated": provider(host_path)},
+            "Action": "sts:AssumeRoleWithWebIdentity", "Condition": condition})
+    }
+
+    fn sub(op: &str, value: &str) -> serde_json::Value {
+        serde_json::json!({op: {format!("{HP}:sub"): value, format!("{HP}:aud"): "sts.amazonaws.com"}})
+    }
+
+    fn role(name: &str, statements: &[serde_json::Value]) -> ListedRole {
+        ListedRole {
+            arn: role_arn(name),
+            trust_policy: serde_json::json!({"Version": "2012-10-17", "Statement": statements})
+                .to_string(),
+        }
+    }
+
+    fn cluster() -> Vec<ServiceAccount> {
+        vec![
+            sa("a", "b", Some("exact")),
+            sa("a", "c", Some("namespace")),
+            sa("team-x", "app", Some("teams")),
+            sa("team-y", "worker", None),
+            sa("kube-system", "aws-node", Some("no-sub")),
+        ]
+    }
+
+    fn audit(roles: &[ListedRole]) -> BTreeMap<String, RoleAudit> {
+        let issuer = Issuer::parse(HP).unwrap();
+        audit_trust(&issuer, roles, &cluster())
+            .into_iter()
+            .map(|a| (a.role_arn.rsplit('/').next().unwrap().to_string(), a))
+            .collect()
+    }
+
+    fn admitted(a: &RoleAudit) -> Vec<&str> {
+        a.service_accounts
+            .iter()
+            .map(|s| s.service_account.as_str())
+            .collect()
+    }
+
+    fn reasons(a: &RoleAudit) -> Vec<Reason> {
+        a.findings.iter().map(|f| f.reason).collect()
+    }
+
+    fn namespace(ns: &str) -> AdmittedPattern {
+        AdmittedPattern::Namespace {
+            namespace: ns.into(),
+        }
+    }
+
+    #[test]
+    fn each_role_lists_the_service_accounts_and_patterns_it_admits() {
+        let audits = audit(&[
+            role(
+                "exact",
+                &[allow(HP, sub("StringEquals", "system:serviceaccount:a:b"))],
+            ),
+            role(
+                "namespace",
+                &[allow(HP, sub("StringLike", "system:serviceaccount:a:*"))],
+            ),
+            role(
+                "teams",
+                &[allow(
+                    HP,
+                    sub("StringLike", "system:serviceaccount:team-*:*"),
+                )],
+            ),
+            role(
+                "narrow",
+                &[allow(HP, sub("StringLike", "system:serviceaccount:a:b*"))],
+            ),
+            role(
+                "no-sub",
+                &[allow(
+                    HP,
+                    serde_json::json!({"StringEquals": {format!("{HP}:aud"): "sts.amazonaws.com"}}),
+                )],
+            ),
+        ]);
+        let exact = &audits["exact"];
+        assert!(exact.trusts_cluster);
+        assert_eq!(admitted(exact), ["a/b"]);
+        assert!(exact.service_accounts[0].annotated && !exact.service_accounts[0].conditional);
+        assert_eq!(exact.patterns, []);
+        assert_eq!(reasons(exact), []);
+
+        let ns = &audits["namespace"];
+        assert_eq!(admitted(ns), ["a/b", "a/c"]);
+        assert_eq!(ns.patterns, [namespace("a")]);
+        assert_eq!(reasons(ns), [Reason::TrustPolicyAdmitsWholeNamespace]);
+        assert!(
+            ns.findings[0].message.contains(r#"["a"]"#),
+            "{}",
+            ns.findings[0].message
+        );
+
+        // The pattern is reported as written, and covers its existing namespaces.
+        let teams = &audits["teams"];
+        assert_eq!(admitted(teams), ["team-x/app", "team-y/worker"]);
+        assert_eq!(teams.patterns, [namespace("team-*")]);
+        assert_eq!(reasons(teams), [Reason::TrustPolicyAdmitsWholeNamespace]);
+
+        let narrow = &audits["narrow"];
+        assert_eq!(admitted(narrow), ["a/b"]);
+        assert_eq!(
+            narrow.patterns,
+            [AdmittedPattern::SubjectPattern {
+                pattern: "system:serviceaccount:a:b*".into()
+            }]
+        );
+        // Nobody is annotated with it: unused, but no broad-trust finding.
+        assert_eq!(reasons(narrow), [Reason::TrustedRoleUnused]);
+
+        let any = &audits["no-sub"];
+        assert_eq!(any.admitted_count, 5);
+        assert_eq!(any.patterns, [AdmittedPattern::AnyServiceAccount]);
+        assert_eq!(reasons(any), [Reason::TrustPolicyAdmitsAnyServiceAccount]);
+        assert_eq!(any.findings[0].severity, crate::Severity::Error);
+    }
+
+    #[test]
+    fn stale_roles_and_missing_service_accounts_are_found() {
+        let audits = audit(&[
+            role(
+                "stale",
+                &[allow(
+                    HP,
+                    sub("StringEquals", "system:serviceaccount:gone:svc"),
+                )],
+            ),
+            role(
+                "half",
+                &[allow(
+                    HP,
+                    serde_json::json!({"StringEquals": {format!("{HP}:sub"):
+                        ["system:serviceaccount:a:b", "system:serviceaccount:a:old"]}}),
+                )],
+            ),
+            // The missing subject is denied anyway: nobody could use it.
+            role(
+                "denied",
+                &[
+                    allow(HP, sub("StringEquals", "system:serviceaccount:gone:svc")),
+                    serde_json::json!({"Effect": "Deny", "Principal": "*", "Action": "sts:*",
+                        "Condition": {"StringLike": {format!("{HP}:sub"): "system:serviceaccount:gone:*"}}}),
+                ],
+            ),
+        ]);
+        let stale = &audits["stale"];
+        assert_eq!(admitted(stale), Vec::<&str>::new());
+        assert_eq!(
+            reasons(stale),
+            [
+                Reason::TrustedRoleUnused,
+                Reason::TrustedServiceAccountMissing
+            ]
+        );
+        assert!(stale.findings[1]
+            .message
+            .contains("system:serviceaccount:gone:svc"));
+        // No :aud condition there, so any audience is admitted; the probe finds it through the
+        // missing subject.
+        let half = &audits["half"];
+        assert_eq!(admitted(half), ["a/b"]);
+        assert_eq!(half.patterns, [AdmittedPattern::AnyAudience]);
+        assert_eq!(
+            reasons(half),
+            [
+                Reason::TrustedRoleUnused,
+                Reason::TrustedServiceAccountMissing
+            ]
+        );
+        let missing = &half.findings[1].message;
+        assert!(missing.contains("system:serviceaccount:a:old"), "{missing}");
+        assert!(
+            !missing.contains("system:serviceaccount:a:b\""),
+            "{missing}"
+        );
+        assert_eq!(reasons(&audits["denied"]), [Reason::TrustedRoleUnused]);
+    }
+
+    #[test]
+    fn other_clusters_unrelated_roles_and_unreadable_policies() {
+        let mut encoded = role(
+            "encoded",
+            &[allow(HP, sub("StringEquals", "system:serviceaccount:a:b"))],
+        );
+        encoded.trust_policy = percent_encoding::utf8_percent_encode(
+            &encoded.trust_policy,
+            percent_encoding::NON_ALPHANUMERIC,
+        )
+        .to_string();
+        let audits = audit(&[
+            role(
+                "other",
+                &[allow(
+                    OTHER,
+                    serde_json::json!({"StringEquals": {format!("{OTHER}:sub"): "system:serviceaccount:a:b"}}),
+                )],
+            ),
+            role(
+                "ec2",
+                &[
+                    serde_json::json!({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                    "Action": "sts:AssumeRole"}),
+                ],
+            ),
+            ListedRole {
+                arn: role_arn("broken"),
+                trust_policy: "{not json".into(),
+            },
+            encoded,
+        ]);
+        assert!(!audits.contains_key("ec2"), "{audits:?}");
+        let other = &audits["other"];
+        assert!(!other.trusts_cluster);
+        assert_eq!(admitted(other), Vec::<&str>::new());
+        assert_eq!(
+            other.patterns,
+            [AdmittedPattern::OtherProvider {
+                provider: provider(OTHER)
+            }]
+        );
+        assert_eq!(reasons(other), []);
+        assert_eq!(reasons(&audits["broken"]), [Reason::TrustPolicyInvalid]);
+        assert_eq!(admitted(&audits["encoded"]), ["a/b"]);
+        let keys: Vec<&String> = audits.keys().collect();
+        assert_eq!(keys, ["broken", "encoded", "other"]);
+    }
+
+    #[test]
+    fn a_deny_narrows_what_a_namespace_pattern_admits() {
+        let audits = audit(&[role(
+            "namespace",
+            &[
+                allow(HP, sub("StringLike", "system:serviceaccount:a:*")),
+                serde_json::json!({"Effect": "Deny", "Principal": {"Federated": provider(HP)},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": {format!("{HP}:sub"): "system:serviceaccount:a:b"}}}),
+            ],
+        )]);
+        let ns = &audits["namespace"];
+        assert_eq!(admitted(ns), ["a/c"]);
+        assert_eq!(ns.patterns, [namespace("a")]);
+    }
+
+    #[test]
+    fn context_dependent_verdicts_are_admitted_conditionally() {
+        let audits = audit(&[role(
+            "exact",
+            &[allow(
+                HP,
+                serde_json::json!({"StringEquals": {format!("{HP}:sub"): "system:serviceaccount:a:b",
+                    format!("{HP}:aud"): "sts.amazonaws.com"}, "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+            )],
+        )]);
+        let exact = &audits["exact"];
+        assert_eq!(admitted(exact), ["a/b"]);
+        assert!(exact.service_accounts[0].conditional);
+    }
+
+    #[test]
+    fn many_missing_subjects_are_quoted_up_to_the_bound() {
+        let names: Vec<String> = (0..30)
+            .map(|i| format!("system:serviceaccount:gone:svc-{i}"))
+            .collect();
+        let audits = audit(&[role(
+            "many",
+            &[allow(
+                HP,
+                serde_json::json!({"StringEquals": {format!("{HP}:sub"): names}}),
+            )],
+        )]);
+        let message = &audits["many"].findings[1].message;
+        assert!(message.contains("and 10 more"), "{message}");
+    }
+}

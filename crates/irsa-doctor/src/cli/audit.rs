@@ -1,0 +1,427 @@
+//! `irsa-doctor audit trust`: who can assume what. Every role of the given accounts
+//! (`iam:ListRoles`, one call per 100 roles, through the same rate limit as every AWS call),
+//! each trust policy evaluated by the trust engine against this cluster's provider, for every
+//! ServiceAccount of the cluster and for the patterns it admits. Run with the caller's own kube
+//! context and AWS credentials, which may read every role anyway: nothing is withheld.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use irsa_aws::AwsFacts;
+use irsa_core::trust_audit::{audit_trust, AdmittedPattern, RoleAudit};
+use irsa_core::{Finding, Reason, Severity, Unavailable};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, ListParams};
+use serde_json::{json, Value};
+use tabwriter::TabWriter;
+
+use super::args::{AwsArgs, IssuerArgs};
+use super::{output, sarif};
+use crate::client::KubeconfigSelection;
+use crate::gather::{self, issuer};
+
+/// At most this many `--account` values.
+pub const MAX_ACCOUNTS: usize = 100;
+
+/// ServiceAccounts asked for per list page.
+const SERVICE_ACCOUNT_PAGE_SIZE: u32 = 500;
+
+/// The longest cell of the table, in characters; `-o json` has everything.
+const CELL_WIDTH: usize = 80;
+
+/// Arguments of `irsa-doctor audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// What to audit.
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// The audits.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Every role of the accounts against this cluster's OIDC provider: which ServiceAccounts
+    /// each admits, which patterns (any ServiceAccount, whole namespaces, any audience, another
+    /// cluster's provider), stale roles and trusted ServiceAccounts that no longer exist.
+    ///
+    /// Exit status: 0 no error findings, 1 error findings, 2 could not run.
+    Trust(TrustArgs),
+}
+
+/// How `audit trust` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    /// ROLE, SERVICEACCOUNTS, PATTERNS, FINDINGS: one row per role that trusts an OIDC provider.
+    Table,
+    /// Every role, admitted ServiceAccount, pattern and finding, and the AWS calls made.
+    Json,
+    /// SARIF 2.1.0 for code scanning: one result per finding, located at the role's ARN.
+    Sarif,
+}
+
+/// Arguments of `irsa-doctor audit trust`.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// An account whose roles are listed (repeatable); default: the caller's own account
+    /// (sts:GetCallerIdentity). Other accounts need --assume-role ACCOUNT=ROLE_ARN.
+    #[arg(long = "account", value_name = "ID", value_parser = parse_account)]
+    accounts: Vec<String>,
+    /// The kubeconfig file, as kubectl's --kubeconfig (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context, as kubectl's --context (default: the current context).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    #[command(flatten)]
+    issuer: IssuerArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// Output format: table, json or sarif.
+    #[arg(short = 'o', long, value_enum, default_value_t = AuditFormat::Table)]
+    output: AuditFormat,
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if irsa_core::arn::is_account_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a 12-digit AWS account id"))
+    }
+}
+
+/// Runs an audit.
+pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        AuditCommand::Trust(trust) => run_trust(trust).await,
+    }
+}
+
+/// What one account's listing gave.
+struct AccountAudit {
+    account: String,
+    listed: Result<usize, Unavailable>,
+}
+
+async fn run_trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
+    if args.accounts.len() > MAX_ACCOUNTS {
+        bail!(
+            "--account given {} times; audit at most {MAX_ACCOUNTS} accounts per run",
+            args.accounts.len()
+        );
+    }
+    let client = crate::client::client_for(&KubeconfigSelection {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    })
+    .await?;
+    let aws = AwsFacts::from_env(&args.aws.config()).await;
+    let (issuer, _) = issuer::discover(
+        args.issuer.issuer.as_deref(),
+        args.issuer.cluster_name.as_deref(),
+        &aws,
+        &client,
+    )
+    .await
+    .map_err(|u| {
+        anyhow::anyhow!(
+            "the cluster's issuer is unknown ({}): {}",
+            u.reason,
+            u.detail
+        )
+    })?;
+    let accounts = if args.accounts.is_empty() {
+        let me = aws.caller_identity().await.map_err(|u| {
+            anyhow::anyhow!(
+                "{} (give the accounts to audit with --account ID)",
+                u.detail
+            )
+        })?;
+        vec![me.account]
+    } else {
+        let mut accounts = args.accounts.clone();
+        accounts.sort();
+        accounts.dedup();
+        accounts
+    };
+    let service_accounts = list_service_accounts(&client).await?;
+    let mut roles = Vec::new();
+    let mut listings = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let listed = aws.list_roles(&account).await.map(|list| {
+            let n = list.len();
+            roles.extend(list);
+            n
+        });
+        listings.push(AccountAudit { account, listed });
+    }
+    let audits = audit_trust(&issuer, &roles, &service_accounts);
+    let text = match args.output {
+        AuditFormat::Table => {
+            for l in &listings {
+                if let Err(u) = &l.listed {
+                    eprintln!("account {}: {}: {}", l.account, u.reason, u.detail);
+                }
+            }
+            table(&audits)
+        }
+        AuditFormat::Json => {
+            let calls = aws_calls(&aws);
+            let value = json_value(
+                issuer.url(),
+                &listings,
+                service_accounts.len(),
+                &audits,
+                calls,
+            );
+            serde_json::to_string_pretty(&value)? + "\n"
+        }
+        AuditFormat::Sarif => serde_json::to_string_pretty(&sarif_log(&listings, &audits))? + "\n",
+    };
+    output::emit(&text).context("writing to standard output")?;
+    let errors = audits
+        .iter()
+        .flat_map(|a| &a.findings)
+        .any(|f| f.severity == Severity::Error);
+    Ok(ExitCode::from(u8::from(errors)))
+}
+
+/// Every ServiceAccount of the cluster, metadata only, a page at a time.
+async fn list_service_accounts(
+    client: &kube::Client,
+) -> anyhow::Result<Vec<irsa_core::ServiceAccount>> {
+    let api: Api<ServiceAccount> = Api::all(client.clone());
+    let mut found = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(SERVICE_ACCOUNT_PAGE_SIZE);
+        if let Some(t) = token.take() {
+            params = params.continue_token(&t);
+        }
+        let page = api
+            .list_metadata(&params)
+            .await
+            .context("listing the ServiceAccounts of every namespace")?;
+        found.extend(
+            page.items
+                .iter()
+                .map(|m| gather::service_account(&m.metadata)),
+        );
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// AWS calls made, by `service:Operation`, whatever their outcome.
+fn aws_calls(aws: &AwsFacts) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for c in aws.call_stats().snapshot() {
+        *calls
+            .entry(format!("{}:{}", c.service, c.operation))
+            .or_default() += c.count;
+    }
+    calls
+}
+
+/// A pattern in a few words, for the table.
+fn pattern_text(pattern: &AdmittedPattern) -> String {
+    match pattern {
+        AdmittedPattern::AnyServiceAccount => "any-serviceaccount".to_string(),
+        AdmittedPattern::Namespace { namespace } => format!("namespace:{namespace}"),
+        AdmittedPattern::SubjectPattern { pattern } => format!("sub:{pattern}"),
+        AdmittedPattern::AnyAudience => "any-audience".to_string(),
+        AdmittedPattern::OtherProvider { provider } => format!("other-provider:{provider}"),
+    }
+}
+
+/// kubectl-style: one row per role, lists comma-separated and cut to [`CELL_WIDTH`].
+fn table(audits: &[RoleAudit]) -> String {
+    let mut tw = TabWriter::new(Vec::new()).padding(3);
+    let _ = writeln!(tw, "ROLE\tSERVICEACCOUNTS\tPATTERNS\tFINDINGS");
+    for a in audits {
+        let accounts: Vec<&str> = a
+            .service_accounts
+            .iter()
+            .map(|s| s.service_account.as_str())
+            .collect();
+        let patterns: Vec<String> = a.patterns.iter().map(pattern_text).collect();
+        let findings: Vec<&str> = a.findings.iter().map(|f| f.reason.as_str()).collect();
+        let _ = writeln!(
+            tw,
+            "{}\t{}\t{}\t{}",
+            cell(&a.role_arn),
+            cell(&accounts.join(",")),
+            cell(&patterns.join(",")),
+            cell(&findings.join(","))
+        );
+    }
+    let _ = tw.flush();
+    String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
+}
+
+/// A cell: `<none>` when empty, no tabs or line breaks, at most [`CELL_WIDTH`] characters.
+fn cell(text: &str) -> String {
+    if text.is_empty() {
+        return "<none>".to_string();
+    }
+    let flat = text.replace(['\t', '\n', '\r', ' '], "_");
+    super::table::first_line(&flat, CELL_WIDTH)
+}
+
+fn finding_json(f: &Finding, role_arn: Option<&str>, account: Option<&str>) -> Value {
+    json!({
+        "roleArn": role_arn,
+        "account": account,
+        "reason": f.reason,
+        "severity": f.severity,
+        "message": f.message,
+        "fix": f.fix,
+    })
+}
+
+/// An account that could not be listed, as an Unknown finding.
+fn account_finding(account: &str, u: &Unavailable) -> Finding {
+    let mut f = Finding::new(
+        u.reason,
+        irsa_core::ConditionType::TrustPolicyValid,
+        format!(
+            "the roles of account {account} could not be listed: {}",
+            u.detail
+        ),
+    );
+    // An AWS failure is never a false error: whatever the reason, the account is unknown.
+    f.severity = Severity::Unknown;
+    f
+}
+
+/// Every finding: the accounts that could not be listed, then each role's.
+fn all_findings<'a>(
+    listings: &'a [AccountAudit],
+    audits: &'a [RoleAudit],
+) -> Vec<(Option<&'a str>, Option<&'a str>, Finding)> {
+    let accounts = listings.iter().filter_map(|l| {
+        let u = l.listed.as_ref().err()?;
+        Some((
+            None,
+            Some(l.account.as_str()),
+            account_finding(&l.account, u),
+        ))
+    });
+    let roles = audits.iter().flat_map(|a| {
+        a.findings
+            .iter()
+            .map(|f| (Some(a.role_arn.as_str()), None, f.clone()))
+    });
+    accounts.chain(roles).collect()
+}
+
+fn json_value(
+    issuer: String,
+    listings: &[AccountAudit],
+    service_accounts: usize,
+    audits: &[RoleAudit],
+    calls: BTreeMap<String, u64>,
+) -> Value {
+    let accounts: Vec<Value> = listings
+        .iter()
+        .map(|l| match &l.listed {
+            Ok(n) => json!({"account": l.account, "rolesListed": n}),
+            Err(u) => json!({"account": l.account, "rolesListed": null,
+                "error": {"reason": u.reason, "message": u.detail}}),
+        })
+        .collect();
+    let findings: Vec<Value> = all_findings(listings, audits)
+        .iter()
+        .map(|(role, account, f)| finding_json(f, *role, *account))
+        .collect();
+    json!({
+        "issuer": issuer,
+        "serviceAccounts": service_accounts,
+        "accounts": accounts,
+        "roles": audits,
+        "findings": findings,
+        "awsCalls": calls,
+    })
+}
+
+/// SARIF 2.1.0, as `lint --format sarif` writes it, each result at the role (or account) as a
+/// logical location: there is no file to point at.
+fn sarif_log(listings: &[AccountAudit], audits: &[RoleAudit]) -> Value {
+    let findings: Vec<(Option<&str>, Option<&str>, Finding)> = all_findings(listings, audits)
+        .into_iter()
+        .filter(|(_, _, f)| f.severity >= Severity::Warning)
+        .collect();
+    let mut reasons: Vec<Reason> = findings.iter().map(|(_, _, f)| f.reason).collect();
+    reasons.sort();
+    reasons.dedup();
+    let index: BTreeMap<Reason, usize> = reasons.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+    let results: Vec<Value> = findings
+        .iter()
+        .map(|(role, account, f)| {
+            let (name, kind) = match (role, account) {
+                (Some(role), _) => (*role, "resource"),
+                (None, Some(account)) => (*account, "namespace"),
+                (None, None) => ("", "resource"),
+            };
+            json!({
+                "ruleId": f.reason,
+                "ruleIndex": index[&f.reason],
+                "level": sarif::level(f.severity),
+                "message": {"text": format!("{name}: {}", f.message)},
+                "locations": [{"logicalLocations": [{"fullyQualifiedName": name, "kind": kind}]}],
+                "properties": {"roleArn": role, "account": account, "severity": f.severity},
+            })
+        })
+        .collect();
+    json!({
+        "$schema": sarif::SCHEMA_URI,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "irsa-doctor",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": env!("CARGO_PKG_REPOSITORY"),
+                "rules": reasons.iter().map(|r| sarif::rule(*r)).collect::<Vec<_>>(),
+            }},
+            "results": results,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_flat_bounded_and_never_empty() {
+        assert_eq!(cell(""), "<none>");
+        assert_eq!(cell("a b\tc"), "a_b_c");
+        assert!(cell(&"x,".repeat(100)).chars().count() <= CELL_WIDTH);
+    }
+
+    #[test]
+    fn account_ids_are_checked_on_the_command_line() {
+        assert_eq!(parse_account("123456789012").unwrap(), "123456789012");
+        let err = parse_account("12345").unwrap_err();
+        assert!(err.contains("12-digit"), "{err}");
+    }
+
+    #[test]
+    fn an_account_that_could_not_be_listed_is_unknown_never_an_error() {
+        let u = Unavailable {
+            reason: Reason::AwsAccessDenied,
+            detail: "iam:ListRoles denied".into(),
+        };
+        let f = account_finding("123456789012", &u);
+        assert_eq!(
+            (f.reason, f.severity),
+            (Reason::AwsAccessDenied, Severity::Unknown)
+        );
+        assert!(f.message.contains("123456789012") && f.message.contains("denied"));
+    }
+}
