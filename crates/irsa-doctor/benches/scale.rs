@@ -154,12 +154,12 @@ const FAULTS: [Fault; 20] = [
         reason: "TrustPolicyConditionKeyMalformed",
     },
     Fault {
-        what: "stale pod (created before the annotation)",
-        reason: "StalePodsFound",
+        what: "pod without the webhook's variables, no webhook registered",
+        reason: "PodIdentityWebhookMissing",
     },
     Fault {
-        what: "stale pods of a Deployment",
-        reason: "StalePodsFound",
+        what: "pods of a Deployment without the webhook's variables, no webhook registered",
+        reason: "PodIdentityWebhookMissing",
     },
 ];
 
@@ -298,7 +298,8 @@ async fn seed_fault(k: usize, client: &kube::Client, admin: &Clients, host_path:
         .create(&PostParams::default(), &sa_obj)
         .await
         .unwrap();
-    // Stale pods: created without the webhook's variables, as if before the annotation. Those of
+    // Pods created without the webhook's variables in a cluster with no webhook registered (the
+    // operator reads the registrations: "restart them" would not help). Those of
     // fault 19 belong to a ReplicaSet that really exists (the garbage collector would remove
     // pods of a missing owner); no ReplicaSet controller runs, so it leaves them alone.
     if k >= 18 {
