@@ -14,6 +14,7 @@ fuzz_target!(|data: &str| {
             "arn:aws:iam::111122223333:role/s3-reader".to_string(),
         )]
         .into(),
+        ..ServiceAccount::default()
     };
     let mut facts = Facts::for_service_account(sa);
     facts.issuer = Fact::Known(
