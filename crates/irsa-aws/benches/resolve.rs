@@ -1,6 +1,8 @@
 //! Resolves the AWS facts of N ServiceAccounts over R distinct roles against moto, cold and warm,
 //! and prints the calls made against the lower bound (one GetRole per distinct role, plus the
-//! provider look-ups and the operator's identity). Exits non-zero if the bound is exceeded.
+//! provider look-ups and the operator's identity). Then `audit trust`'s part: every role of the
+//! account listed at the default rate (10 calls/s) and each trust policy evaluated against the
+//! N ServiceAccounts. Exits non-zero if a bound is exceeded.
 //!
 //! `cargo bench -p irsa-aws --bench resolve` runs 10,000 ServiceAccounts over 1,000 roles;
 //! under `cargo test` (no `--bench` argument) it runs a small smoke size.
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane};
-use irsa_core::{Fact, Issuer, RoleArn};
+use irsa_core::annotations::ROLE_ARN;
+use irsa_core::{Fact, Issuer, RoleArn, ServiceAccount};
 use test_support::moto::Moto;
 
 /// The lane these look-ups are made in: one namespace.
@@ -54,6 +57,84 @@ async fn sweep(
     start.elapsed().as_secs_f64()
 }
 
+/// Namespace and name of the ServiceAccount role `i` trusts.
+fn subject(i: usize) -> (String, String) {
+    (format!("ns-{}", i % 100), format!("sa-{i}"))
+}
+
+/// A web-identity trust policy for this cluster's provider, admitting one ServiceAccount.
+fn trust_policy(issuer: &Issuer, i: usize) -> String {
+    let (ns, name) = subject(i);
+    let host = issuer.host_path();
+    serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Federated": format!("arn:aws:iam::123456789012:oidc-provider/{host}")},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {
+            format!("{host}:sub"): format!("system:serviceaccount:{ns}:{name}"),
+            format!("{host}:aud"): "sts.amazonaws.com"}}}]})
+    .to_string()
+}
+
+/// `audit trust` at this size: list every role at the default rate, evaluate every trust
+/// policy against the ServiceAccounts; whether the calls stayed within one per page and each
+/// role was found to admit exactly the one ServiceAccount its policy names.
+async fn audit_trust(
+    moto: &Moto,
+    issuer: &Issuer,
+    roles: &[RoleArn],
+    service_accounts: usize,
+) -> bool {
+    let rate = 10;
+    let config = AwsFactsConfig {
+        calls_per_second: rate,
+        burst: rate,
+        ..AwsFactsConfig::default()
+    };
+    let facts = AwsFacts::from_loader(moto.loader(), &config).await;
+    let start = Instant::now();
+    let listed = facts
+        .list_roles(roles[0].account())
+        .await
+        .expect("roles are listed");
+    let listing = start.elapsed().as_secs_f64();
+    let calls = facts.call_stats().calls("ListRoles");
+    let pages = roles
+        .len()
+        .div_ceil(irsa_aws::LIST_ROLES_PAGE_SIZE as usize) as u64;
+    let accounts: Vec<ServiceAccount> = (0..service_accounts)
+        .map(|i| {
+            let (namespace, name) = subject(i % roles.len());
+            ServiceAccount {
+                namespace,
+                name: format!("{name}-{}", i / roles.len()),
+                annotations: [(ROLE_ARN.to_string(), roles[i % roles.len()].to_string())].into(),
+                ..ServiceAccount::default()
+            }
+        })
+        .chain((0..roles.len()).map(|i| {
+            let (namespace, name) = subject(i);
+            ServiceAccount {
+                namespace,
+                name,
+                ..ServiceAccount::default()
+            }
+        }))
+        .collect();
+    let start = Instant::now();
+    let audited = irsa_core::trust_audit::audit_trust(issuer, &listed, &accounts);
+    let evaluation = start.elapsed().as_secs_f64();
+    let admitting = audited.iter().filter(|a| a.admitted_count == 1).count();
+    // A burst of `rate` pages goes at once; each further one waits for the rate.
+    let floor = pages.saturating_sub(u64::from(rate)) as f64 / f64::from(rate);
+    println!(
+        "audit trust: {} roles listed in {calls} ListRoles calls (bound {pages}), {listing:.2}s (rate floor {floor:.1}s at {rate}/s, burst {rate}); {} trust policies evaluated against {} ServiceAccounts in {evaluation:.2}s, {admitting} admit exactly their one",
+        listed.len(),
+        audited.len(),
+        accounts.len()
+    );
+    calls <= pages && admitting == roles.len()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -83,7 +164,7 @@ async fn main() {
             .iam
             .create_role()
             .role_name(format!("role-{i}"))
-            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .assume_role_policy_document(trust_policy(&issuer, i))
             .send()
             .await
             .unwrap();
@@ -132,9 +213,14 @@ async fn main() {
     println!("{:<28} {:>10} {:>10}", "lower bound", bound, 0);
     println!("{:<28} {:>10.2} {:>10.3}", "wall time (s)", cold, warm);
     println!("peak concurrent calls: {}", facts.peak_concurrent_calls());
+    let audited = audit_trust(&moto, &issuer, &roles, service_accounts).await;
     drop(moto);
     if cold_calls > bound || warm_calls > 0 {
         eprintln!("FAIL: calls exceed the lower bound");
+        std::process::exit(1);
+    }
+    if !audited {
+        eprintln!("FAIL: audit trust listed with more calls than pages, or misjudged a role");
         std::process::exit(1);
     }
 }
