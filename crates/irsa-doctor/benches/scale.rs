@@ -12,7 +12,9 @@
 //! `cargo test` (no `--bench` argument) it runs a small smoke size once, without targets.
 //! Options: `--aws-latency-ms N` (default 20), `--aws-rate N` (the operator's `--aws-rate`,
 //! default 30: the cold sweep's 1,003 calls then take at least 33 s, so an annotation change
-//! lands in the middle of it), `--quick` (one run at a small size), `--kube-sim`.
+//! lands in the middle of it), `--quick` (one run at a small size), `--one-run` (the full size
+//! once, no slopes), `--kube-sim`. To profile the operator: `BENCH_OPERATOR_BIN` (a build with
+//! symbols) and `BENCH_OPERATOR_PREFIX` (e.g. `heaptrack -o /tmp/op`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -445,6 +447,13 @@ fn verb_key((g, r, v): &(String, String, String)) -> String {
     )
 }
 
+/// The operator's binary: this build's, or BENCH_OPERATOR_BIN (a build with symbols, to profile).
+fn operator_binary() -> std::path::PathBuf {
+    std::env::var_os("BENCH_OPERATOR_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_irsa-doctor").into())
+}
+
 /// One run: a fresh API server and moto, the objects of `size`, the operator, the figures.
 async fn run(size: Size, setup: Setup) -> Figures {
     let moto = Moto::start();
@@ -570,7 +579,18 @@ async fn run(size: Size, setup: Setup) -> Figures {
 
     // The operator, as the chart's ServiceAccount.
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+    // BENCH_OPERATOR_PREFIX (e.g. `heaptrack -o /tmp/op`) runs the operator under a profiler;
+    // its RSS is then the profiler's, not the operator's.
+    let prefix = std::env::var("BENCH_OPERATOR_PREFIX").unwrap_or_default();
+    let mut prefix = prefix.split_whitespace();
+    let mut cmd = match prefix.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(prefix).arg(operator_binary());
+            c
+        }
+        None => Command::new(operator_binary()),
+    };
     cmd.args([
         "run",
         "--leader-election=false",
@@ -816,7 +836,8 @@ async fn main() {
     };
     let bench_started = Instant::now();
     let one = run(base, setup).await;
-    let (two, pods_only) = if full {
+    // `--one-run`: the full size once, without the 2× runs (for profiling; no slopes).
+    let (two, pods_only) = if full && !args.iter().any(|a| a == "--one-run") {
         let double = Size {
             service_accounts: base.service_accounts * 2,
             pods: base.pods * 2,

@@ -97,7 +97,8 @@ pub enum ResultSeverity {
 }
 
 /// What a report needs of one ServiceAccount's last diagnosis, kept by the verdict memory:
-/// small (the message is bounded), and compared to decide whether the report changed.
+/// small (the message is bounded, and its strings are shared between ServiceAccounts that say
+/// the same), and compared to decide whether the report changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// pass, fail, warn or error.
@@ -107,11 +108,11 @@ pub struct Observation {
     /// high, medium or info.
     pub severity: ResultSeverity,
     /// What was found, at most [`MESSAGE_MAX_BYTES`].
-    pub message: Box<str>,
+    pub message: Arc<str>,
     /// How to fix it.
     pub fix: &'static str,
     /// The annotated role ARN, when the diagnosis said which.
-    pub role_arn: Option<Box<str>>,
+    pub role_arn: Option<Arc<str>>,
 }
 
 fn outcome_of(status: Status) -> Outcome {
@@ -142,7 +143,7 @@ impl Observation {
         } else {
             ResultSeverity::Info
         };
-        let role_arn = report.role_arn.as_deref().map(Box::from);
+        let role_arn = report.role_arn.as_deref().map(Arc::from);
         match (ready.status, warning) {
             (Status::True, Some(w)) => Observation {
                 outcome: Outcome::Warn,
@@ -319,7 +320,7 @@ impl Default for Limits {
 fn result_of(namespace: &str, s: Subject) -> ReportResult {
     let o = s.observation;
     let mut properties = BTreeMap::from([("fix", o.fix.to_string())]);
-    if let Some(arn) = o.role_arn.map(String::from).or(s.role_arn) {
+    if let Some(arn) = o.role_arn.map(|a| a.to_string()).or(s.role_arn) {
         properties.insert("roleArn", arn);
     }
     ReportResult {
@@ -329,7 +330,7 @@ fn result_of(namespace: &str, s: Subject) -> ReportResult {
         severity: o.severity,
         category: CATEGORY,
         scored: true,
-        message: o.message.into(),
+        message: o.message.to_string(),
         resources: vec![ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("ServiceAccount".into()),

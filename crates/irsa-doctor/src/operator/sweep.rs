@@ -62,20 +62,16 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
             .await
         {
             Ok(associations) => {
-                let known: HashSet<(String, String)> = wanting
-                    .iter()
-                    .map(|sa| (sa.namespace.clone(), sa.name.clone()))
-                    .collect();
+                let known: HashSet<(String, String)> = wanting.iter().cloned().collect();
                 let pairs: std::collections::BTreeSet<(String, String)> = associations
                     .into_iter()
                     .map(|a| (a.namespace, a.service_account))
                     .filter(|pair| !known.contains(pair))
+                    .filter(|(namespace, name)| {
+                        ctx.service_accounts().cached(namespace, name).is_some()
+                    })
                     .collect();
-                for (namespace, name) in pairs {
-                    if let Some(sa) = ctx.service_accounts().cached(&namespace, &name) {
-                        wanting.push(sa);
-                    }
-                }
+                wanting.extend(pairs);
             }
             Err(u) => {
                 tracing::warn!(detail = %u.detail, "listing EKS Pod Identity associations failed")
@@ -83,38 +79,37 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
         }
     }
     // Counts and Event memory cover every IRSA ServiceAccount, those an IrsaCheck diagnoses too.
-    let live: HashSet<(String, String)> = wanting
-        .iter()
-        .map(|sa| (sa.namespace.clone(), sa.name.clone()))
-        .collect();
-    // Those an IrsaCheck names report through their check.
-    let swept: Vec<ServiceAccount> = wanting
-        .into_iter()
-        .filter(|sa| !ctx.checks().is_named(&sa.namespace, &sa.name))
-        .collect();
-    let total = swept.len();
-    let mut by_namespace: BTreeMap<String, Vec<ServiceAccount>> = BTreeMap::new();
-    for sa in swept {
-        by_namespace
-            .entry(sa.namespace.clone())
-            .or_default()
-            .push(sa);
+    let live: HashSet<(String, String)> = wanting.iter().cloned().collect();
+    // Those an IrsaCheck names report through their check. Names only, by namespace: each
+    // namespace's ServiceAccounts are read from the cache when it is swept.
+    let mut by_namespace: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut total = 0;
+    for (namespace, name) in wanting {
+        if !ctx.checks().is_named(&namespace, &name) {
+            total += 1;
+            by_namespace.entry(namespace).or_default().push(name);
+        }
     }
     // One namespace at a time: one paginated pod list for its ServiceAccounts, then their
     // diagnoses; memory holds one namespace's pods, never the cluster's.
-    for (namespace, accounts) in by_namespace {
-        let names: HashSet<String> = accounts.iter().map(|sa| sa.name.clone()).collect();
+    for (namespace, names) in by_namespace {
+        let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
         let listed = workloads::pods_by_service_account(
             ctx.client(),
             ctx.prober().admission(),
             Some(&namespace),
-            |_, s| names.contains(s),
+            |_, s| wanted.contains(s),
         )
         .await;
         let (mut pods, failed) = match listed {
             Ok(pods) => (pods, None),
             Err(u) => (HashMap::new(), Some(u)),
         };
+        // Changed or deleted since the names were taken: the watch has dealt with it.
+        let accounts: Vec<ServiceAccount> = names
+            .iter()
+            .filter_map(|name| ctx.service_accounts().cached(&namespace, name))
+            .collect();
         futures::stream::iter(accounts)
             .map(|sa| {
                 let facts = match &failed {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use irsa_core::{ConditionVerdict, Reason, Report, Status};
 use tokio::sync::Notify;
@@ -112,15 +112,41 @@ impl Changes {
     }
 }
 
+/// What is remembered, by namespace and ServiceAccount, and the strings observations share:
+/// most ServiceAccounts pass with the same message, and ServiceAccounts share roles, so one
+/// copy of each string serves them all.
+#[derive(Debug, Default)]
+struct Memory {
+    by_namespace: BTreeMap<String, HashMap<String, Remembered>>,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Memory {
+    /// The shared copy of `s`.
+    fn share(&mut self, s: &mut Arc<str>) {
+        match self.strings.get(s) {
+            Some(shared) => *s = shared.clone(),
+            None => {
+                self.strings.insert(s.clone());
+            }
+        }
+    }
+
+    /// Drops the shared strings no observation uses any more.
+    fn prune(&mut self) {
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
 /// Last verdicts by namespace and ServiceAccount.
 #[derive(Debug, Default)]
 pub struct Verdicts {
-    last: Mutex<BTreeMap<String, HashMap<String, Remembered>>>,
+    last: Mutex<Memory>,
     changes: Changes,
 }
 
 impl Verdicts {
-    fn last(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HashMap<String, Remembered>>> {
+    fn last(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -133,9 +159,13 @@ impl Verdicts {
     ) -> Option<EventSpec> {
         let diagnosed = diagnosed.into();
         let ready = diagnosed.ready();
-        let observation = diagnosed.observation();
+        let mut observation = diagnosed.observation();
         let mut last = self.last();
-        let accounts = last.entry(namespace.to_string()).or_default();
+        last.share(&mut observation.message);
+        if let Some(arn) = observation.role_arn.as_mut() {
+            last.share(arn);
+        }
+        let accounts = last.by_namespace.entry(namespace.to_string()).or_default();
         let previous = accounts.get(name);
         let changed = previous.is_none_or(|p| p.observation != observation);
         let since = match previous {
@@ -162,12 +192,12 @@ impl Verdicts {
     /// Forgets a ServiceAccount (deleted, or no longer asking for IRSA).
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut last = self.last();
-        let Some(accounts) = last.get_mut(namespace) else {
+        let Some(accounts) = last.by_namespace.get_mut(namespace) else {
             return;
         };
         let removed = accounts.remove(name).is_some();
         if accounts.is_empty() {
-            last.remove(namespace);
+            last.by_namespace.remove(namespace);
         }
         drop(last);
         if removed {
@@ -179,7 +209,7 @@ impl Verdicts {
     pub fn retain(&self, live: &HashSet<Key>) {
         let mut changed = Vec::new();
         let mut last = self.last();
-        last.retain(|namespace, accounts| {
+        last.by_namespace.retain(|namespace, accounts| {
             let before = accounts.len();
             accounts.retain(|name, _| live.contains(&(namespace.clone(), name.clone())));
             if accounts.len() != before {
@@ -187,6 +217,7 @@ impl Verdicts {
             }
             !accounts.is_empty()
         });
+        last.prune();
         drop(last);
         for namespace in changed {
             self.changes.namespace(&namespace);
@@ -196,7 +227,7 @@ impl Verdicts {
     /// How many ServiceAccounts have each (status, reason).
     pub fn counts(&self) -> BTreeMap<(VerdictClass, Reason), i64> {
         let mut counts = BTreeMap::new();
-        for v in self.last().values().flat_map(HashMap::values) {
+        for v in self.last().by_namespace.values().flat_map(HashMap::values) {
             *counts
                 .entry((VerdictClass::from(v.verdict.status), v.verdict.reason))
                 .or_default() += 1;
@@ -207,6 +238,7 @@ impl Verdicts {
     /// What is remembered of the ServiceAccounts of `namespace`, by name.
     pub fn of_namespace(&self, namespace: &str) -> Vec<(String, Remembered)> {
         self.last()
+            .by_namespace
             .get(namespace)
             .map(|accounts| {
                 accounts
@@ -219,7 +251,7 @@ impl Verdicts {
 
     /// The namespaces with a remembered ServiceAccount.
     pub fn namespaces(&self) -> BTreeSet<String> {
-        self.last().keys().cloned().collect()
+        self.last().by_namespace.keys().cloned().collect()
     }
 
     /// Which namespaces changed, for the PolicyReport writer.

@@ -1,6 +1,7 @@
-//! The watches, one set per watched namespace: ServiceAccounts (metadata only, stripped) and
-//! IrsaChecks (as dynamic objects), the caches and indexes they feed, and the tasks that
-//! consume them — the controller, the change handler, the sweep and the PolicyReport writer.
+//! The watches, one set per watched namespace: ServiceAccounts (metadata only, stripped, kept
+//! compactly) and IrsaChecks (as dynamic objects), the caches and indexes they feed, and the
+//! tasks that consume them — the controller, the change handler, the sweep and the PolicyReport
+//! writer.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::error::Error;
 use super::index::CheckIndex;
 use super::policy_report::{self, PolicyReportsMode};
 use super::reconcile::{error_policy, reconcile, resource};
-use super::service_accounts::{strip, SaMeta, ServiceAccounts};
+use super::service_accounts::{strip, Cache, SaMeta, ServiceAccounts};
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
 use super::{changes, sweep};
@@ -64,7 +65,7 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
     let mut scopes = Vec::new();
     let mut sa_stores = Vec::new();
     for ns in namespaces {
-        let (sa_reader, sa_writer) = reflector::store();
+        let cache = Arc::new(Cache::default());
         let (mut sa_listed, mut all_listed) = (sa_synced.tracker(), all_synced.tracker());
         // Metadata only: annotations are all the diagnosis reads of a ServiceAccount.
         let service_accounts = watcher(
@@ -73,16 +74,19 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         )
         .default_backoff()
         .modify(strip)
-        .reflect(sa_writer)
         .inspect(log_error("ServiceAccount"))
-        .inspect(move |e| {
-            if let Ok(e) = e {
-                sa_listed(e);
-                all_listed(e);
+        .inspect({
+            let cache = cache.clone();
+            move |e| {
+                if let Ok(e) = e {
+                    cache.apply(e);
+                    sa_listed(e);
+                    all_listed(e);
+                }
             }
         })
         .boxed();
-        sa_stores.push((ns.clone(), sa_reader));
+        sa_stores.push((ns.clone(), cache));
 
         let writer = reflector::store::Writer::new(ar.clone());
         let check_store = writer.as_reader();
@@ -90,6 +94,8 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         // Status writes do not change the generation, so they do not re-trigger the check.
         let check_objects = watcher(ns.api_with(client, &ar), watcher::Config::default())
             .default_backoff()
+            // Nothing here reads the field-manager history, and every status write adds to it.
+            .modify(|check: &mut DynamicObject| check.metadata.managed_fields = None)
             .reflect(writer)
             .inspect(log_error("IrsaCheck"))
             .inspect(move |e| {
