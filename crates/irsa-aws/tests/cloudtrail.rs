@@ -3,17 +3,14 @@
 //! mocking crate with records shaped as CloudTrail writes them: the SDK's real deserialiser,
 //! retry classifier and pagination run, and so do irsa-aws's cache and CloudTrail rate limit.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use aws_sdk_cloudtrail::operation::lookup_events::LookupEventsOutput;
 use aws_sdk_cloudtrail::types::Event;
-use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
-use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
-use irsa_aws::{AwsFacts, AwsFactsConfig, Clients};
+use aws_smithy_mocks::{mock, Rule};
+use irsa_aws::AwsFacts;
 use irsa_core::assume_history::{subject, AssumeHistory};
 use irsa_core::{Issuer, Reason};
 
@@ -21,45 +18,11 @@ const ACCOUNT: &str = "111122223333";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
 const HOST: &str = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";
 
-macro_rules! client {
-    ($krate:ident, $rules:expr) => {{
-        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-        for rule in $rules {
-            interceptor = interceptor.with_rule(rule);
-        }
-        $krate::Client::from_conf(
-            $krate::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
-                .retry_config(
-                    RetryConfig::standard()
-                        .with_max_attempts(2)
-                        .with_initial_backoff(Duration::from_millis(1)),
-                )
-                .http_client(create_mock_http_client())
-                .interceptor(interceptor)
-                .build(),
-        )
-    }};
-}
-
 fn facts_with(cloudtrail: &[&Rule]) -> AwsFacts {
-    let identity = mock!(aws_sdk_sts::Client::get_caller_identity).then_output(|| {
-        GetCallerIdentityOutput::builder()
-            .account(ACCOUNT)
-            .arn("arn:aws:sts::111122223333:assumed-role/dev/me")
-            .build()
-    });
-    let none = std::iter::empty::<&Rule>;
-    let clients = Clients {
-        iam: client!(aws_sdk_iam, none()),
-        sts: client!(aws_sdk_sts, [&identity]),
-        eks: client!(aws_sdk_eks, none()),
-        ec2: client!(aws_sdk_ec2, none()),
-        cloudtrail: client!(aws_sdk_cloudtrail, cloudtrail.iter().copied()),
-    };
-    AwsFacts::new(clients, BTreeMap::new(), &AwsFactsConfig::default())
+    support::facts(support::Mocked {
+        cloudtrail,
+        ..support::Mocked::default()
+    })
 }
 
 /// A LookupEvents record as CloudTrail returns one: the event's summary fields and the full

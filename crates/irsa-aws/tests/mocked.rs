@@ -2,19 +2,15 @@
 //! access denied, 5xx — through the SDK's own mocking crate with real response shapes, so the
 //! SDK's real deserialisers, retry classifier and backoff run.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
+use std::sync::Arc;
+
 use aws_sdk_iam::operation::get_role::GetRoleOutput;
 use aws_sdk_iam::operation::simulate_principal_policy::SimulatePrincipalPolicyOutput;
 use aws_sdk_iam::types::{EvaluationResult, PolicyEvaluationDecisionType, Role, Statement};
-use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
-use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
-use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane, Outcome};
+use aws_smithy_mocks::{mock, Rule};
+use irsa_aws::{AwsFacts, Lane, Outcome};
 use irsa_core::facts::{PermissionDecision, PermissionRequest};
 use irsa_core::{
     diagnose, ConditionType, Fact, Facts, Issuer, Reason, RoleArn, ServiceAccount, Status,
@@ -23,7 +19,6 @@ use irsa_core::{
 /// The lane these look-ups are made in: one namespace.
 static LANE: std::sync::LazyLock<Lane> = std::sync::LazyLock::new(|| Lane::namespace("reports"));
 
-const ACCOUNT: &str = "111122223333";
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
 const ATTEMPTS: u32 = 3;
 
@@ -36,44 +31,12 @@ fn iam_error(status: u16, code: &str) -> (u16, Option<String>) {
     )
 }
 
-macro_rules! client {
-    ($krate:ident, $rules:expr) => {{
-        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-        for rule in $rules {
-            interceptor = interceptor.with_rule(rule);
-        }
-        $krate::Client::from_conf(
-            $krate::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
-                .retry_config(
-                    RetryConfig::standard()
-                        .with_max_attempts(ATTEMPTS)
-                        .with_initial_backoff(Duration::from_millis(1)),
-                )
-                .http_client(create_mock_http_client())
-                .interceptor(interceptor)
-                .build(),
-        )
-    }};
-}
-
 fn facts_with(iam_rules: &[&Rule]) -> AwsFacts {
-    let identity = mock!(aws_sdk_sts::Client::get_caller_identity).then_output(|| {
-        GetCallerIdentityOutput::builder()
-            .account(ACCOUNT)
-            .arn("arn:aws:sts::111122223333:assumed-role/irsa-doctor/s")
-            .build()
-    });
-    let clients = Clients {
-        iam: client!(aws_sdk_iam, iam_rules.iter().copied()),
-        sts: client!(aws_sdk_sts, [&identity]),
-        eks: client!(aws_sdk_eks, std::iter::empty::<&Rule>()),
-        ec2: client!(aws_sdk_ec2, std::iter::empty::<&Rule>()),
-        cloudtrail: client!(aws_sdk_cloudtrail, std::iter::empty::<&Rule>()),
-    };
-    AwsFacts::new(clients, BTreeMap::new(), &AwsFactsConfig::default())
+    support::facts(support::Mocked {
+        attempts: ATTEMPTS,
+        iam: iam_rules,
+        ..support::Mocked::default()
+    })
 }
 
 fn role() -> RoleArn {

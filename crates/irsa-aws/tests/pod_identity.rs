@@ -1,60 +1,22 @@
 //! EKS Pod Identity facts through the SDK's mocks (moto does not implement the Pod Identity API):
 //! the paginated list, the describe, the agent add-on, caching, and failures as Unknown.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+mod support;
 
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use aws_sdk_eks::operation::describe_pod_identity_association::DescribePodIdentityAssociationOutput;
 use aws_sdk_eks::operation::list_pod_identity_associations::ListPodIdentityAssociationsOutput;
 use aws_sdk_eks::types::{PodIdentityAssociation, PodIdentityAssociationSummary};
-use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
-use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
+use aws_smithy_mocks::{mock, Rule};
 use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
 use aws_smithy_types::body::SdkBody;
-use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane};
+use irsa_aws::{AwsFacts, Lane};
 use irsa_core::{Fact, Reason};
 
-macro_rules! client {
-    ($krate:ident, $rules:expr) => {{
-        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-        for rule in $rules {
-            interceptor = interceptor.with_rule(rule);
-        }
-        $krate::Client::from_conf(
-            $krate::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "mock"))
-                .retry_config(
-                    RetryConfig::standard()
-                        .with_max_attempts(2)
-                        .with_initial_backoff(Duration::from_millis(1)),
-                )
-                .http_client(create_mock_http_client())
-                .interceptor(interceptor)
-                .build(),
-        )
-    }};
-}
-
 fn facts_with(eks_rules: &[&Rule]) -> AwsFacts {
-    let identity = mock!(aws_sdk_sts::Client::get_caller_identity).then_output(|| {
-        GetCallerIdentityOutput::builder()
-            .account("111122223333")
-            .arn("arn:aws:sts::111122223333:assumed-role/irsa-doctor/s")
-            .build()
-    });
-    let clients = Clients {
-        iam: client!(aws_sdk_iam, std::iter::empty::<&Rule>()),
-        sts: client!(aws_sdk_sts, [&identity]),
-        eks: client!(aws_sdk_eks, eks_rules.iter().copied()),
-        ec2: client!(aws_sdk_ec2, std::iter::empty::<&Rule>()),
-        cloudtrail: client!(aws_sdk_cloudtrail, std::iter::empty::<&Rule>()),
-    };
-    AwsFacts::new(clients, BTreeMap::new(), &AwsFactsConfig::default())
+    support::facts(support::Mocked {
+        eks: eks_rules,
+        ..support::Mocked::default()
+    })
 }
 
 fn eks_error(status: u16, code: &str) -> HttpResponse {
