@@ -1,39 +1,18 @@
 //! `ec2:DescribeInstances` for the nodes' metadata options, against moto (which serves
 //! `MetadataOptions` as EC2 does) through the real SDK.
 
-use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataOptionsRequest};
 use irsa_aws::{AwsFacts, AwsFactsConfig, Clients, Lane};
 use irsa_core::node_fallback::HttpTokens;
 use irsa_core::Fact;
-use test_support::moto::Moto;
-
-/// An instance launched with these metadata options; its ID.
-async fn launch(admin: &Clients, tokens: HttpTokensState, hops: i32) -> String {
-    let out = admin
-        .ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(tokens)
-                .http_put_response_hop_limit(hops)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.instances()[0].instance_id().unwrap().to_string()
-}
+use test_support::moto::{launch_instance, Moto};
 
 #[tokio::test]
 async fn metadata_options_are_read_in_one_call_unknown_instances_left_out_and_cached() {
     let moto = Moto::start();
     let admin = Clients::new(&moto.loader().load().await);
     let facts = AwsFacts::from_loader(moto.loader(), &AwsFactsConfig::default()).await;
-    let open = launch(&admin, HttpTokensState::Optional, 2).await;
-    let hardened = launch(&admin, HttpTokensState::Required, 1).await;
+    let open = launch_instance(&admin, "optional", 2).await;
+    let hardened = launch_instance(&admin, "required", 1).await;
     // A node whose instance is long gone: DescribeInstances by InstanceIds would fail whole.
     let gone = "i-0000000000000000f".to_string();
     let lane = Lane::namespace("reports");

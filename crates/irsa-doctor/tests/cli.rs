@@ -551,27 +551,6 @@ fn current_context(kubeconfig: &Path) -> String {
     config["current-context"].as_str().unwrap().to_string()
 }
 
-/// An EC2 instance in moto with these metadata options; its ID.
-async fn instance(admin: &Clients, tokens: &str, hops: i32) -> String {
-    use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataOptionsRequest};
-    let out = admin
-        .ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::from(tokens))
-                .http_put_response_hop_limit(hops)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.instances()[0].instance_id().unwrap().to_string()
-}
-
 /// `check` follows the ServiceAccount's pods to their nodes and the nodes to their EC2
 /// instances (moto, the real SDK): a node allowing IMDSv1 with hop limit 2 is reported with
 /// its pod, a node requiring IMDSv2 with hop limit 1 is not, except for a hostNetwork pod on it.
@@ -591,8 +570,8 @@ async fn check_reports_nodes_whose_instance_role_pods_can_fall_back_to() {
     let aws = moto::Moto::start();
     let admin = Clients::new(&aws.loader().load().await);
     setup(&cluster, &admin).await;
-    let open = instance(&admin, "optional", 2).await;
-    let hardened = instance(&admin, "required", 1).await;
+    let open = moto::launch_instance(&admin, "optional", 2).await;
+    let hardened = moto::launch_instance(&admin, "required", 1).await;
     let client = cluster.client();
     let nodes: Api<Node> = Api::all(client.clone());
     for (name, id) in [("open-node", &open), ("hardened-node", &hardened)] {

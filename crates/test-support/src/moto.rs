@@ -119,3 +119,28 @@ pub async fn slow_proxy(upstream: u16, latency: Duration, per_second: u64) -> u1
     });
     port
 }
+
+/// An EC2 instance launched in moto through `admin` with these metadata options (`HttpTokens`
+/// `optional` or `required`, and the PUT response hop limit); its ID.
+pub async fn launch_instance(admin: &irsa_aws::Clients, tokens: &str, hops: i32) -> String {
+    use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataOptionsRequest};
+    let out = admin
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::from(tokens))
+                .http_put_response_hop_limit(hops)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("moto launches the instance");
+    out.instances()[0]
+        .instance_id()
+        .expect("a launched instance has an ID")
+        .to_string()
+}
