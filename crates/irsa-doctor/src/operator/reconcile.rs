@@ -42,7 +42,7 @@ use super::events::transition;
 use super::metrics::Kind;
 use super::status;
 use super::stopwatch::Stopwatch;
-use crate::api::{self, IrsaCheck, IrsaCheckStatus, SpecError};
+use crate::api::{self, IrsaCheck, SpecError};
 use crate::gather::workloads;
 
 /// How soon an unusable spec is looked at again (a spec change re-runs it at once anyway).
@@ -295,12 +295,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     let name = obj.name_any();
     let generation = obj.metadata.generation;
     let uid = obj.metadata.uid.clone();
-    // Read leniently: a status this version cannot read is no memory, not an error.
-    let previous: IrsaCheckStatus = obj
-        .data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default();
+    let previous = status::previous(&obj);
 
     let (report, requeue, valid, inputs) =
         match ctx.take_unwritten(&namespace, &name, uid.as_deref(), generation) {

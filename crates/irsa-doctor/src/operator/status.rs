@@ -98,6 +98,49 @@ pub fn build(
     }
 }
 
+/// The status `check` records, read leniently: one this version cannot read is no memory, not an
+/// error.
+pub fn previous(check: &DynamicObject) -> IrsaCheckStatus {
+    check
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Reduces a watched IrsaCheck to what its reconcile reads: no field-manager history (every
+/// status write adds to it) and, of its status, each condition's type, status, reason and
+/// lastTransitionTime ([`previous`] and [`ready_verdict`]), so the watch cache does not hold every
+/// check's messages and findings.
+pub fn keep_what_reconcile_reads(check: &mut DynamicObject) {
+    check.metadata.managed_fields = None;
+    let Some(status) = check.data.get_mut("status") else {
+        return;
+    };
+    let kept = serde_json::from_value::<IrsaCheckStatus>(status.take())
+        .ok()
+        .map(|read| IrsaCheckStatus {
+            conditions: read
+                .conditions
+                .into_iter()
+                .map(|c| Condition {
+                    message: String::new(),
+                    observed_generation: None,
+                    ..c
+                })
+                .collect(),
+            ..IrsaCheckStatus::default()
+        });
+    match kept.and_then(|k| serde_json::to_value(k).ok()) {
+        Some(v) => *status = v,
+        None => {
+            if let Some(data) = check.data.as_object_mut() {
+                data.remove("status");
+            }
+        }
+    }
+}
+
 /// The Ready verdict a status records, if it records one this version understands.
 pub fn ready_verdict(status: &IrsaCheckStatus) -> Option<Verdict> {
     let ready = status
@@ -261,5 +304,50 @@ mod tests {
             "an unknown reason is no memory"
         );
         assert_eq!(ready_verdict(&IrsaCheckStatus::default()), None);
+    }
+
+    /// The watch cache keeps of a check only what the next reconcile reads, and that reads the
+    /// same as the whole status did.
+    #[test]
+    fn a_cached_check_keeps_what_reconcile_reads() {
+        use irsa_core::Finding;
+
+        let t0 = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let mut report = report(Status::False, Reason::RoleNotFound);
+        report.role_arn = Some("arn:aws:iam::111122223333:role/app".into());
+        report.findings = vec![Finding::new(
+            Reason::RoleNotFound,
+            ConditionType::Ready,
+            "x".repeat(3000),
+        )];
+        let written = build(&report, &IrsaCheckStatus::default(), Some(3), &t0);
+        let object = |status: serde_json::Value| {
+            let mut check = DynamicObject::new("c", &resource()).within("ns");
+            check.metadata.managed_fields = Some(vec![Default::default()]);
+            check.data = json!({"spec": {"serviceAccountName": "app"}, "status": status});
+            check
+        };
+        let mut check = object(serde_json::to_value(&written).unwrap());
+        let whole = previous(&check);
+        keep_what_reconcile_reads(&mut check);
+
+        assert_eq!(check.metadata.managed_fields, None);
+        assert_eq!(check.data["spec"]["serviceAccountName"], "app");
+        let kept = previous(&check);
+        assert_eq!(ready_verdict(&kept), ready_verdict(&whole));
+        assert!(ready_verdict(&kept).is_some());
+        let later = Time(jiff::Timestamp::from_second(2_000).unwrap());
+        assert_eq!(
+            conditions(&report, &kept.conditions, Some(4), &later),
+            conditions(&report, &whole.conditions, Some(4), &later),
+            "lastTransitionTime is carried over the same"
+        );
+        assert!(kept.findings.is_empty() && kept.role_arn.is_none());
+        assert!(check.data.to_string().len() < 400, "{}", check.data);
+
+        let mut unreadable = object(json!({"conditions": "not a list"}));
+        keep_what_reconcile_reads(&mut unreadable);
+        assert_eq!(unreadable.data.get("status"), None);
+        assert_eq!(previous(&unreadable), IrsaCheckStatus::default());
     }
 }

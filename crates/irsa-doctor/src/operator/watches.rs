@@ -24,7 +24,7 @@ use super::reconcile::{error_policy, reconcile, resource};
 use super::service_accounts::{strip, Cache, SaMeta, ServiceAccounts};
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
-use super::{changes, sweep};
+use super::{changes, status, sweep};
 use crate::cli::args::RunArgs;
 
 type SaEvents = BoxStream<'static, Result<watcher::Event<SaMeta>, watcher::Error>>;
@@ -94,8 +94,7 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         // Status writes do not change the generation, so they do not re-trigger the check.
         let check_objects = watcher(ns.api_with(client, &ar), watcher::Config::default())
             .default_backoff()
-            // Nothing here reads the field-manager history, and every status write adds to it.
-            .modify(|check: &mut DynamicObject| check.metadata.managed_fields = None)
+            .modify(status::keep_what_reconcile_reads)
             .reflect(writer)
             .inspect(log_error("IrsaCheck"))
             .inspect(move |e| {
