@@ -31,9 +31,7 @@ pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
         disclosure,
         ..Diagnosis::default()
     };
-    if let (Fact::Known(Some(sa)), Fact::Known(Some(pi))) =
-        (&facts.service_account, &facts.pod_identity)
-    {
+    if let Some((sa, pi)) = pod_identity_in_force(facts) {
         return d.diagnose_pod_identity(facts, sa, pi);
     }
     let (sa, role) = match d.check_service_account(facts) {
@@ -51,6 +49,15 @@ pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
         d.check_audience_annotation(sa);
     }
     d.finish(facts)
+}
+
+/// The ServiceAccount and the EKS Pod Identity association in force for it, when there is one:
+/// then the association, not the annotation, is diagnosed.
+pub fn pod_identity_in_force(facts: &Facts) -> Option<(&ServiceAccount, &PodIdentity)> {
+    match (&facts.service_account, &facts.pod_identity) {
+        (Fact::Known(Some(sa)), Fact::Known(Some(pi))) => Some((sa, pi)),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -631,8 +638,8 @@ impl Diagnosis {
                 "no running pod uses the ServiceAccount".into(),
             );
         }
-        let pods = with_service_account_times(pods, sa);
-        for f in workloads::audit(&pods, annotation) {
+        let listed = with_service_account_times(pods.listed(), sa);
+        for f in workloads::audit(&listed, annotation) {
             // A pod's own annotation (token-expiration) belongs to its reason's condition.
             let condition = match f.reason.condition() {
                 Some(C::ServiceAccountValid) => C::ServiceAccountValid,
@@ -640,7 +647,7 @@ impl Diagnosis {
             };
             self.add(f.reason, condition, f.message);
         }
-        let message = if pods.iter().all(|p| p.admitted) {
+        let message = if pods.all_admitted() {
             format!(
                 "all {} running pod(s) of the ServiceAccount have the current role injected",
                 pods.len()
@@ -912,7 +919,7 @@ impl Diagnosis {
                 "no running pod uses the ServiceAccount".into(),
             );
         }
-        for f in pod_identity::audit(pods) {
+        for f in pod_identity::audit(pods.listed()) {
             self.add(f.reason, cond, f.message);
         }
         self.close(

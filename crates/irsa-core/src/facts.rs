@@ -9,9 +9,9 @@ use crate::annotations::ServiceAccount;
 use crate::arn::{OidcProviderArn, RoleArn};
 use crate::issuer::Issuer;
 use crate::pod_identity::PodIdentity;
+use crate::pods::Pods;
 use crate::probe::ProbeObservation;
 use crate::reason::Reason;
-use crate::workloads::PodFacts;
 
 /// One fact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +213,7 @@ pub struct Facts {
     /// `Skipped` when the probe is disabled.
     pub probe: Option<Fact<ProbeObservation>>,
     /// Running pods of the ServiceAccount; `None` when the audit does not apply.
-    pub workloads: Option<Fact<Vec<PodFacts>>>,
+    pub workloads: Option<Fact<Pods>>,
     /// The ServiceAccount's EKS Pod Identity association; `Known(None)` when it has none,
     /// `Skipped` when not looked for (no cluster name). When known, it is the one in force.
     pub pod_identity: Fact<Option<PodIdentity>>,

@@ -15,6 +15,7 @@ pub mod issuer_keys;
 pub mod manifest;
 pub mod node_fallback;
 pub mod pod_identity;
+pub mod pods;
 pub mod policy;
 pub mod probe;
 pub mod reason;

@@ -211,7 +211,7 @@ mod tests {
         assert!(!report.has_errors());
         // The operator audits pods too: one verdict, with the finding in it.
         let mut f = facts();
-        f.workloads = Some(Fact::Known(Vec::new()));
+        f.workloads = Some(Fact::Known(crate::pods::Pods::default()));
         f.node_fallback = Fact::Known(exposed());
         let report = diagnose(&f);
         let w = workloads(&report);

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use irsa_core::pods::Pods;
 use irsa_core::{diagnose, Fact, Facts, Issuer, OidcProvider, OidcProviderArn, Report, RoleArn};
 
 use super::inputs::{read_service_accounts, read_workloads, Roles, SourceLocation};
@@ -123,13 +124,13 @@ pub fn run(args: &LintArgs) -> Result<ExitCode> {
             }
             if !args.workloads.is_empty() {
                 let (namespace, name) = (&facts.namespace, &facts.name);
-                facts.workloads = Some(Fact::Known(
+                facts.workloads = Some(Fact::Known(Pods::all(
                     workloads
                         .iter()
                         .filter(|w| w.namespace == *namespace && w.service_account == *name)
                         .map(|w| w.pod.clone())
                         .collect(),
-                ));
+                )));
             }
             (diagnose(&facts), sa.location)
         })

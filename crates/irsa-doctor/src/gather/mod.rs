@@ -18,6 +18,7 @@ pub mod admission;
 pub mod assume_history;
 pub mod issuer;
 pub mod issuer_keys;
+mod listed_pod;
 pub mod node_fallback;
 pub mod observed;
 pub mod workloads;

@@ -79,7 +79,7 @@ pub async fn run(
                     };
                     let ctx = ctx.clone();
                     diagnoses.spawn(async move {
-                        diagnose_service_account(&ctx, sa, None).await;
+                        diagnose_service_account(&ctx, sa).await;
                         drop(permit);
                     });
                 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use irsa_core::diagnose::diagnose_with;
+use irsa_core::pods::{PodAudit, Pods};
 use irsa_core::trust::Disclosure;
-use irsa_core::workloads::PodFacts;
-use irsa_core::{Fact, ServiceAccount};
+use irsa_core::{Fact, Facts, ServiceAccount};
 
 use super::context::Context;
 use super::metrics::Kind;
@@ -20,29 +20,43 @@ use super::watch_namespace::WatchNamespace;
 use crate::gather::workloads;
 
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
-/// flipped. `pods`: its live pods when already listed, else they are listed here.
-pub async fn diagnose_service_account(
-    ctx: &Context,
-    sa: ServiceAccount,
-    pods: Option<Fact<Vec<PodFacts>>>,
-) {
+/// flipped; its pods are listed here.
+pub async fn diagnose_service_account(ctx: &Context, sa: ServiceAccount) {
+    let (facts, spent) = gather(ctx, sa).await;
+    let pods = workloads::pods_of(
+        ctx.client(),
+        ctx.prober().admission(),
+        &facts.namespace,
+        &facts.name,
+    )
+    .await;
+    conclude(ctx, facts, pods, spent).await;
+}
+
+/// The AWS facts of a ServiceAccount without an IrsaCheck, and how long they took; AWS calls
+/// queue in the namespace's lane, and only allowed roles are looked up.
+async fn gather(ctx: &Context, sa: ServiceAccount) -> (Facts, Duration) {
     let timer = Stopwatch::start();
     let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
-    // AWS calls queue in the namespace's lane; only allowed roles are looked up.
-    let mut facts = ctx
+    let facts = ctx
         .gather(&namespace, &name, Fact::Known(Some(sa)), None)
         .await;
-    facts.workloads = Some(match pods {
-        Some(p) => p,
-        None => workloads::pods_of(ctx.client(), ctx.prober().admission(), &namespace, &name).await,
-    });
+    (facts, timer.elapsed())
+}
+
+/// Completes `facts` with the ServiceAccount's `pods` and what is observed, diagnoses them and
+/// publishes an Event if the verdict flipped; `spent` is the time the facts took.
+async fn conclude(ctx: &Context, mut facts: Facts, pods: Fact<Pods>, spent: Duration) {
+    let timer = Stopwatch::start();
+    facts.workloads = Some(pods);
     ctx.observe(&mut facts).await;
     // Events on the ServiceAccount are read by the namespace's users: quote a role's trust
     // policy only when it admits the ServiceAccount.
     let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
-    ctx.record_service_account(&namespace, &name, &report).await;
+    ctx.record_service_account(&facts.namespace, &facts.name, &report)
+        .await;
     ctx.metrics()
-        .reconciled(Kind::ServiceAccount, timer.elapsed());
+        .reconciled(Kind::ServiceAccount, spent + timer.elapsed());
 }
 
 /// Diagnoses every swept ServiceAccount and publishes the verdict counts.
@@ -90,36 +104,43 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
             by_namespace.entry(namespace).or_default().push(name);
         }
     }
-    // One namespace at a time: one paginated pod list for its ServiceAccounts, then their
-    // diagnoses; memory holds one namespace's pods, never the cluster's.
+    // One namespace at a time: its ServiceAccounts' AWS facts, which say which audit each one's
+    // pods get; then one paginated pod list, keeping only the pods with something to report;
+    // then the diagnoses. Memory holds one namespace's facts and one page of pods.
     for (namespace, names) in by_namespace {
-        let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
-        let listed = workloads::pods_by_service_account(
-            ctx.client(),
-            ctx.prober().admission(),
-            Some(&namespace),
-            |_, s| wanted.contains(s),
-        )
-        .await;
-        let (mut pods, failed) = match listed {
-            Ok(pods) => (pods, None),
-            Err(u) => (HashMap::new(), Some(u)),
-        };
         // Changed or deleted since the names were taken: the watch has dealt with it.
         let accounts: Vec<ServiceAccount> = names
             .iter()
             .filter_map(|name| ctx.service_accounts().cached(&namespace, name))
             .collect();
-        futures::stream::iter(accounts)
-            .map(|sa| {
-                let facts = match &failed {
+        let gathered: Vec<(Facts, Duration)> = futures::stream::iter(accounts)
+            .map(|sa| gather(ctx, sa))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let audits: HashMap<&str, PodAudit<'_>> = gathered
+            .iter()
+            .map(|(facts, _)| (facts.name.as_str(), PodAudit::of(facts)))
+            .collect();
+        let listed = workloads::pods_by_service_account(
+            ctx.client(),
+            ctx.prober().admission(),
+            &namespace,
+            |name| audits.get(name).copied(),
+        )
+        .await;
+        drop(audits);
+        let (mut pods, failed) = match listed {
+            Ok(pods) => (pods, None),
+            Err(u) => (HashMap::new(), Some(u)),
+        };
+        futures::stream::iter(gathered)
+            .map(|(facts, spent)| {
+                let pods_of_sa = match &failed {
                     Some(u) => Fact::Unavailable(u.clone()),
-                    None => Fact::Known(
-                        pods.remove(&(sa.namespace.clone(), sa.name.clone()))
-                            .unwrap_or_default(),
-                    ),
+                    None => Fact::Known(pods.remove(&facts.name).unwrap_or_default()),
                 };
-                diagnose_service_account(ctx, sa, Some(facts))
+                conclude(ctx, facts, pods_of_sa, spent)
             })
             .buffer_unordered(concurrency.max(1))
             .collect::<Vec<()>>()
