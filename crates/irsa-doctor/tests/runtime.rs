@@ -366,10 +366,26 @@ async fn a_change_during_a_long_sweep_gets_its_event_within_two_seconds() {
             })
             .unwrap_or(0)
     };
+    // The sweep is under way once it asks AWS for roles (it gathers a batch's AWS facts before
+    // it diagnoses any of them).
+    let roles_asked = async || -> u64 {
+        get(&metrics, "/metrics")
+            .await
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| {
+                        l.starts_with("irsa_doctor_aws_calls_total{")
+                            && l.contains("operation=\"GetRole\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
     eventually(
         "the sweep to be under way",
         Duration::from_secs(30),
-        async || (swept().await > 0).then_some(()),
+        async || (roles_asked().await > 0).then_some(()),
     )
     .await;
     // One ServiceAccount's annotation now names a role that does not exist.

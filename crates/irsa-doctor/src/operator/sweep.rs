@@ -19,6 +19,10 @@ use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
 use crate::gather::workloads;
 
+/// ServiceAccounts of one namespace swept together: one pod list serves them all, and their AWS
+/// facts are held until it has been read. A namespace with more gets one pod list per batch.
+const BATCH: usize = 500;
+
 /// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
 /// flipped; its pods are listed here.
 pub async fn diagnose_service_account(ctx: &Context, sa: ServiceAccount) {
@@ -104,47 +108,14 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
             by_namespace.entry(namespace).or_default().push(name);
         }
     }
-    // One namespace at a time: its ServiceAccounts' AWS facts, which say which audit each one's
-    // pods get; then one paginated pod list, keeping only the pods with something to report;
-    // then the diagnoses. Memory holds one namespace's facts and one page of pods.
+    // A namespace at a time, in batches of at most BATCH ServiceAccounts: their AWS facts, which
+    // say which audit each one's pods get; then one paginated pod list, keeping only the pods
+    // with something to report; then the diagnoses. Memory holds one batch's facts and one page
+    // of pods, however large the namespace.
     for (namespace, names) in by_namespace {
-        // Changed or deleted since the names were taken: the watch has dealt with it.
-        let accounts: Vec<ServiceAccount> = names
-            .iter()
-            .filter_map(|name| ctx.service_accounts().cached(&namespace, name))
-            .collect();
-        let gathered: Vec<(Facts, Duration)> = futures::stream::iter(accounts)
-            .map(|sa| gather(ctx, sa))
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        let audits: HashMap<&str, PodAudit<'_>> = gathered
-            .iter()
-            .map(|(facts, _)| (facts.name.as_str(), PodAudit::of(facts)))
-            .collect();
-        let listed = workloads::pods_by_service_account(
-            ctx.client(),
-            ctx.prober().admission(),
-            &namespace,
-            |name| audits.get(name).copied(),
-        )
-        .await;
-        drop(audits);
-        let (mut pods, failed) = match listed {
-            Ok(pods) => (pods, None),
-            Err(u) => (HashMap::new(), Some(u)),
-        };
-        futures::stream::iter(gathered)
-            .map(|(facts, spent)| {
-                let pods_of_sa = match &failed {
-                    Some(u) => Fact::Unavailable(u.clone()),
-                    None => Fact::Known(pods.remove(&facts.name).unwrap_or_default()),
-                };
-                conclude(ctx, facts, pods_of_sa, spent)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect::<Vec<()>>()
-            .await;
+        for batch in names.chunks(BATCH) {
+            sweep_batch(ctx, &namespace, batch, concurrency).await;
+        }
     }
     ctx.verdicts().retain(&live);
     ctx.verdicts().swept();
@@ -157,6 +128,48 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
         took_ms = timer.ms(),
         "sweep finished"
     );
+}
+
+/// Diagnoses `names` of `namespace`: their AWS facts, one pod list for them all, then the
+/// diagnoses.
+async fn sweep_batch(ctx: &Context, namespace: &str, names: &[String], concurrency: usize) {
+    // Changed or deleted since the names were taken: the watch has dealt with it.
+    let accounts: Vec<ServiceAccount> = names
+        .iter()
+        .filter_map(|name| ctx.service_accounts().cached(namespace, name))
+        .collect();
+    let gathered: Vec<(Facts, Duration)> = futures::stream::iter(accounts)
+        .map(|sa| gather(ctx, sa))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let audits: HashMap<&str, PodAudit<'_>> = gathered
+        .iter()
+        .map(|(facts, _)| (facts.name.as_str(), PodAudit::of(facts)))
+        .collect();
+    let listed = workloads::pods_by_service_account(
+        ctx.client(),
+        ctx.prober().admission(),
+        namespace,
+        |name| audits.get(name).copied(),
+    )
+    .await;
+    drop(audits);
+    let (mut pods, failed) = match listed {
+        Ok(pods) => (pods, None),
+        Err(u) => (HashMap::new(), Some(u)),
+    };
+    futures::stream::iter(gathered)
+        .map(|(facts, spent)| {
+            let pods_of_sa = match &failed {
+                Some(u) => Fact::Unavailable(u.clone()),
+                None => Fact::Known(pods.remove(&facts.name).unwrap_or_default()),
+            };
+            conclude(ctx, facts, pods_of_sa, spent)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// Sweeps once every ServiceAccount cache has listed, then every `interval`, until dropped.
