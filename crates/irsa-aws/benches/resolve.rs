@@ -65,14 +65,7 @@ fn subject(i: usize) -> (String, String) {
 /// A web-identity trust policy for this cluster's provider, admitting one ServiceAccount.
 fn trust_policy(issuer: &Issuer, i: usize) -> String {
     let (ns, name) = subject(i);
-    let host = issuer.host_path();
-    serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"Federated": format!("arn:aws:iam::123456789012:oidc-provider/{host}")},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {
-            format!("{host}:sub"): format!("system:serviceaccount:{ns}:{name}"),
-            format!("{host}:aud"): "sts.amazonaws.com"}}}]})
-    .to_string()
+    test_support::operator::trust_policy(issuer.host_path(), &ns, &name)
 }
 
 /// `audit trust` at this size: list every role at the default rate, evaluate every trust
