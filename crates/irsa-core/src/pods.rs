@@ -83,8 +83,9 @@ impl Pods {
         &self.listed
     }
 
-    /// The pods kept in full, to be told more about (what admission says of them).
-    pub fn listed_mut(&mut self) -> &mut Vec<PodFacts> {
+    /// The pods kept in full, to be told more about (what admission says of them); adding one
+    /// goes through [`Pods::add`].
+    pub fn listed_mut(&mut self) -> &mut [PodFacts] {
         &mut self.listed
     }
 
