@@ -618,13 +618,25 @@ impl AwsFacts {
                     )
                     .await
                 {
-                    Ok(out) => Fact::Known(out.association().map(|a| Association {
-                        id: a.association_id().unwrap_or(id).to_string(),
-                        arn: a.association_arn().map(str::to_string),
-                        cluster: a.cluster_name().unwrap_or(cluster).to_string(),
-                        namespace: a.namespace().unwrap_or_default().to_string(),
-                        service_account: a.service_account().unwrap_or_default().to_string(),
-                        role_arn: a.role_arn().unwrap_or_default().to_string(),
+                    Ok(out) => Fact::Known(out.association().map(|a| {
+                        Association {
+                            id: a.association_id().unwrap_or(id).to_string(),
+                            arn: a.association_arn().map(str::to_string),
+                            cluster: a.cluster_name().unwrap_or(cluster).to_string(),
+                            namespace: a.namespace().unwrap_or_default().to_string(),
+                            service_account: a.service_account().unwrap_or_default().to_string(),
+                            role_arn: a.role_arn().unwrap_or_default().to_string(),
+                            target_role_arn: a
+                                .target_role_arn()
+                                .filter(|t| !t.is_empty())
+                                .map(str::to_string),
+                            external_id: a
+                                .external_id()
+                                .filter(|t| !t.is_empty())
+                                .map(str::to_string),
+                            disable_session_tags: a.disable_session_tags().unwrap_or(false),
+                            created_at: a.created_at().map(|t| t.secs()),
+                        }
                     })),
                     Err(f) if f.outcome == Outcome::NotFound => Fact::Known(None),
                     Err(f) => Fact::Unavailable(self.unavailable(

@@ -3,16 +3,18 @@
 use crate::annotations::{self, ServiceAccount, AUDIENCE, ROLE_ARN, TOKEN_EXPIRATION};
 use crate::arn::RoleArn;
 use crate::facts::{Fact, Facts, PermissionDecision, Unavailable};
-use crate::pod_identity::{self, PodIdentity, SERVICE_PRINCIPAL};
+use crate::mechanism::{in_force, InForce};
+use crate::pod_identity::{PodIdentity, SERVICE_PRINCIPAL};
 use crate::policy::PolicyDocument;
 use crate::probe;
 use crate::reason::{ConditionType as C, Reason, Severity};
 use crate::report::{ConditionVerdict, Finding, Report, Status};
 use crate::text::{escape_untrusted, escape_untrusted_owned};
 use crate::trust::{
-    evaluate, evaluate_for, evaluate_service, Disclosure, WebIdentityRequest, WITHHELD,
+    evaluate, evaluate_assume_role, evaluate_for, tag_conditions, AssumeRoleRequest, Disclosure,
+    SessionTags, WebIdentityRequest, WITHHELD,
 };
-use crate::workloads::{self, PodFacts};
+use crate::workloads::{self, Expected, PodFacts};
 
 mod observed;
 
@@ -31,8 +33,12 @@ pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
         disclosure,
         ..Diagnosis::default()
     };
-    if let Some((sa, pi)) = pod_identity_in_force(facts) {
-        return d.diagnose_pod_identity(facts, sa, pi);
+    if let InForce::PodIdentity {
+        service_account,
+        pod_identity,
+    } = in_force(facts)
+    {
+        return d.diagnose_pod_identity(facts, service_account, pod_identity);
     }
     let (sa, role) = match d.check_service_account(facts) {
         Some((sa, role)) => (Some(sa), role),
@@ -49,15 +55,6 @@ pub fn diagnose_with(facts: &Facts, disclosure: Disclosure) -> Report {
         d.check_audience_annotation(sa);
     }
     d.finish(facts)
-}
-
-/// The ServiceAccount and the EKS Pod Identity association in force for it, when there is one:
-/// then the association, not the annotation, is diagnosed.
-pub fn pod_identity_in_force(facts: &Facts) -> Option<(&ServiceAccount, &PodIdentity)> {
-    match (&facts.service_account, &facts.pod_identity) {
-        (Fact::Known(Some(sa)), Fact::Known(Some(pi))) => Some((sa, pi)),
-        _ => None,
-    }
 }
 
 #[derive(Default)]
@@ -212,14 +209,31 @@ impl Diagnosis {
             )?
             .as_ref()
         else {
-            self.add(
-                Reason::ServiceAccountNotFound,
-                cond,
-                format!(
-                    "ServiceAccount {}/{} does not exist",
-                    facts.namespace, facts.name
+            let near = near_miss(&facts.name, &facts.namespace_service_accounts)
+                .map(|n| format!("; did you mean {n:?}, which the namespace has?"))
+                .unwrap_or_default();
+            match &facts.pod_identity {
+                Fact::Known(Some(pi)) => self.add(
+                    Reason::PodIdentityServiceAccountMissing,
+                    cond,
+                    format!(
+                        "EKS Pod Identity association {} names ServiceAccount {}/{}, which does not exist, so \
+                         no pod gets role {} from it{near}",
+                        pi.association.id,
+                        facts.namespace,
+                        facts.name,
+                        pi.association.pods_role_arn()
+                    ),
                 ),
-            );
+                _ => self.add(
+                    Reason::ServiceAccountNotFound,
+                    cond,
+                    format!(
+                        "ServiceAccount {}/{} does not exist{near}",
+                        facts.namespace, facts.name
+                    ),
+                ),
+            }
             self.close(cond, Reason::ServiceAccountAnnotated, String::new());
             return None;
         };
@@ -297,6 +311,16 @@ impl Diagnosis {
                 },
             }
         };
+        if let (Fact::Unavailable(u), Some(_)) = (&facts.pod_identity, &role) {
+            self.add(
+                u.reason,
+                cond,
+                format!(
+                    "whether an EKS Pod Identity association overrides the annotation is not known: {}",
+                    u.detail
+                ),
+            );
+        }
         if let (Some(expected), Some(found)) = (&facts.expected_role_arn, sa.role_arn_annotation())
         {
             if expected.trim() != found {
@@ -639,7 +663,12 @@ impl Diagnosis {
             );
         }
         let listed = with_service_account_times(pods.listed(), sa);
-        for f in workloads::audit(&listed, annotation) {
+        for f in workloads::audit(
+            &listed,
+            &Expected::Irsa {
+                role_arn: annotation,
+            },
+        ) {
             // A pod's own annotation (token-expiration) belongs to its reason's condition.
             let condition = match f.reason.condition() {
                 Some(C::ServiceAccountValid) => C::ServiceAccountValid,
@@ -695,7 +724,11 @@ impl Diagnosis {
         }
         self.conditions.sort_by_key(|c| c.type_);
         self.findings.sort_by_key(|f| f.condition);
-        let ready = ready(&self.conditions, &facts.namespace, &facts.name);
+        let mechanism = match in_force(facts) {
+            InForce::PodIdentity { .. } => "EKS Pod Identity",
+            _ => "IRSA",
+        };
+        let ready = ready(&self.conditions, mechanism, &facts.namespace, &facts.name);
         self.conditions.push(ready);
         // Findings are escaped as they are made (Finding::new); verdicts also carry success
         // messages and names, so every one is escaped here, once all are written.
@@ -721,12 +754,32 @@ impl Diagnosis {
 pub fn pod_identity_trust_admits(pi: &PodIdentity) -> Option<bool> {
     let found = pi.role.known()?.as_ref()?;
     let policy = PolicyDocument::parse(&found.trust_policy).ok()?;
-    Some(evaluate_service(&policy, &pi.association.request()).admits())
+    Some(evaluate_assume_role(&policy, &pi.association.request()).admits())
+}
+
+/// The closest of `candidates` to `name` (one contains the other, or a few edits apart), for
+/// pointing at the ServiceAccount someone meant.
+fn near_miss<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .filter(|c| c.as_str() != name)
+        .map(|c| {
+            let score = if c.contains(name) || name.contains(c.as_str()) {
+                1.0
+            } else {
+                strsim::normalized_damerau_levenshtein(name, c)
+            };
+            (score, c.as_str())
+        })
+        .filter(|(score, _)| *score >= 0.6)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 impl Diagnosis {
     /// The diagnosis of a ServiceAccount whose EKS Pod Identity association is in force: the
-    /// webhook injects it instead of IRSA, so the association's role is the one checked.
+    /// webhook injects it instead of IRSA, so the association's role (and its target role, when
+    /// it chains to one) is the one checked.
     fn diagnose_pod_identity(
         mut self,
         facts: &Facts,
@@ -737,63 +790,71 @@ impl Diagnosis {
         let who = format!("ServiceAccount {}/{}", sa.namespace, sa.name);
         let cond = C::ServiceAccountValid;
         if let Some(annotated) = sa.role_arn_annotation() {
-            self.add(
-                Reason::PodIdentityOverridesAnnotation,
-                cond,
-                format!(
-                    "{who} has both EKS Pod Identity association {} (role {}) and {ROLE_ARN} {annotated:?}; the \
-                     webhook injects Pod Identity, not IRSA, so its pods get {} and not the annotated role",
-                    a.id, a.role_arn, a.role_arn
-                ),
-            );
+            if annotated.trim() == a.pods_role_arn() {
+                self.add(
+                    Reason::RoleArnAnnotationRedundant,
+                    cond,
+                    format!(
+                        "{who} is also annotated with {ROLE_ARN} {annotated:?}, the role association {} gives \
+                         it; the webhook injects Pod Identity, so the annotation is not used",
+                        a.id
+                    ),
+                );
+            } else {
+                self.add(
+                    Reason::PodIdentityOverridesAnnotation,
+                    cond,
+                    format!(
+                        "{who} has both EKS Pod Identity association {} (role {}) and {ROLE_ARN} {annotated:?}; \
+                         the association is in force, so its pods get {} and never the annotated role",
+                        a.id,
+                        a.pods_role_arn(),
+                        a.pods_role_arn()
+                    ),
+                );
+            }
         }
-        let role = match RoleArn::parse(&a.role_arn) {
-            Ok(arn) => match &facts.allowed_roles {
-                Some(allowed) if !allowed.admits(&arn) => {
+        let role = self.association_role(facts, &who, a);
+        let target = match &a.target_role_arn {
+            None => None,
+            Some(text) => match RoleArn::parse(text) {
+                Ok(arn) => Some(arn),
+                Err(e) => {
                     self.add(
-                        Reason::RoleNotAllowed,
+                        Reason::RoleArnMalformed,
                         cond,
                         format!(
-                            "{who} gets role {arn} from Pod Identity association {}, which is not among the roles \
-                             this operator may look up (--allowed-role-arns {allowed})",
+                            "Pod Identity association {} names target role {text:?}: {e}",
                             a.id
                         ),
                     );
-                    self.no_role = Some("the association's role is outside --allowed-role-arns");
                     None
                 }
-                _ => Some(arn),
             },
-            Err(e) => {
-                self.add(
-                    Reason::RoleArnMalformed,
-                    cond,
-                    format!(
-                        "Pod Identity association {} names role {:?}: {e}",
-                        a.id, a.role_arn
-                    ),
-                );
-                None
-            }
         };
         if let Some(expected) = &facts.expected_role_arn {
-            if expected.trim() != a.role_arn {
+            if expected.trim() != a.pods_role_arn() {
                 self.add(
                     Reason::RoleArnMismatch,
                     cond,
                     format!(
                         "{who} gets role {:?} from Pod Identity association {}, but spec.expectedRoleArn is \
                          {expected:?}",
-                        a.role_arn, a.id
+                        a.pods_role_arn(),
+                        a.id
                     ),
                 );
             }
         }
+        let chained = match &a.target_role_arn {
+            Some(t) => format!(", which chains to target role {t}"),
+            None => String::new(),
+        };
         self.close(
             cond,
             Reason::PodIdentityAssociated,
             format!(
-                "{who} gets role {} from EKS Pod Identity association {}",
+                "{who} gets role {}{chained} from EKS Pod Identity association {}",
                 a.role_arn, a.id
             ),
         );
@@ -829,77 +890,237 @@ impl Diagnosis {
         match &role {
             None => self.not_evaluated(cond, self.no_role()),
             Some(role) => {
-                if let Some(found) = self.known_or_close(cond, &pi.role, Reason::TrustPolicyAllows)
-                {
-                    match found {
-                        None => self.add(
-                            Reason::RoleNotFound,
-                            cond,
-                            format!(
-                                "role {role} of Pod Identity association {} does not exist in account {}",
-                                a.id,
-                                role.account()
-                            ),
-                        ),
-                        Some(found) => {
-                            self.trust_admits =
-                                Some(self.evaluate_service_trust(role, &found.trust_policy, pi));
-                        }
+                if self.association_trust(role, pi) {
+                    if let (Some(target_arn), Some(t)) = (&target, &pi.target) {
+                        self.target_trust(role, target_arn, &t.role, a);
                     }
+                    let target = match &target {
+                        Some(t) => format!(", and the trust policy of {t} allows it to {role}"),
+                        None => String::new(),
+                    };
                     self.close(
                         cond,
                         Reason::TrustPolicyAllows,
                         format!(
-                            "the trust policy of {role} allows sts:AssumeRole and sts:TagSession to {SERVICE_PRINCIPAL}"
+                            "the trust policy of {role} allows {:?} to {SERVICE_PRINCIPAL}{target}",
+                            a.actions()
                         ),
                     );
                 }
             }
         }
 
-        // The checks below read the role the association names.
+        // Permissions are those of the role pods get: the target role when there is one, which
+        // the association role must be allowed to assume.
+        if let (Some(role), Some(target_arn), Some(t)) = (&role, &target, &pi.target) {
+            self.chain_permitted(role, target_arn, &t.chain_permitted);
+        }
         let mut in_force = facts.clone();
-        in_force.role = pi.role.clone();
-        self.check_permissions(&in_force, role.as_ref());
-        self.check_probe(&in_force, Some(sa), role.as_ref());
-        self.check_pod_identity_workloads(facts, role.as_ref());
+        let pods_role = match (&target, &pi.target) {
+            (Some(arn), Some(t)) => {
+                in_force.role = t.role.clone();
+                Some(arn.clone())
+            }
+            _ => {
+                in_force.role = pi.role.clone();
+                role.clone()
+            }
+        };
+        self.check_permissions(&in_force, pods_role.as_ref());
+        self.check_probe(&in_force, Some(sa), pods_role.as_ref());
+        self.check_pod_identity_workloads(facts, pi, role.as_ref());
         let mut report = self.finish(facts);
-        report.role_arn = Some(escape_untrusted(&a.role_arn).into_owned());
+        report.role_arn = Some(escape_untrusted(a.pods_role_arn()).into_owned());
         report
     }
 
-    fn evaluate_service_trust(
+    /// The association's role, unless it is malformed or outside `--allowed-role-arns`.
+    fn association_role(
+        &mut self,
+        facts: &Facts,
+        who: &str,
+        a: &crate::pod_identity::Association,
+    ) -> Option<RoleArn> {
+        let cond = C::ServiceAccountValid;
+        match RoleArn::parse(&a.role_arn) {
+            Ok(arn) => match &facts.allowed_roles {
+                Some(allowed) if !allowed.admits(&arn) => {
+                    self.add(
+                        Reason::RoleNotAllowed,
+                        cond,
+                        format!(
+                            "{who} gets role {arn} from Pod Identity association {}, which is not among the roles \
+                             this operator may look up (--allowed-role-arns {allowed})",
+                            a.id
+                        ),
+                    );
+                    self.no_role = Some("the association's role is outside --allowed-role-arns");
+                    None
+                }
+                _ => Some(arn),
+            },
+            Err(e) => {
+                self.add(
+                    Reason::RoleArnMalformed,
+                    cond,
+                    format!(
+                        "Pod Identity association {} names role {:?}: {e}",
+                        a.id, a.role_arn
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The association role's trust for the agent; returns whether the condition is still
+    /// open (it was closed when the role's trust policy is unknown).
+    fn association_trust(&mut self, role: &RoleArn, pi: &PodIdentity) -> bool {
+        let cond = C::TrustPolicyValid;
+        let a = &pi.association;
+        let Some(found) = self.known_or_close(cond, &pi.role, Reason::TrustPolicyAllows) else {
+            return false;
+        };
+        match found {
+            None => self.add(
+                Reason::RoleNotFound,
+                cond,
+                format!(
+                    "role {role} of Pod Identity association {} does not exist in account {}",
+                    a.id,
+                    role.account()
+                ),
+            ),
+            Some(found) => {
+                let admits =
+                    self.evaluate_assume_trust(role, &found.trust_policy, &a.request(), "");
+                self.trust_admits = Some(admits);
+            }
+        }
+        true
+    }
+
+    /// The target role's trust for a session of the association's role.
+    fn target_trust(
+        &mut self,
+        role: &RoleArn,
+        target: &RoleArn,
+        found: &Fact<Option<crate::facts::Role>>,
+        a: &crate::pod_identity::Association,
+    ) {
+        let cond = C::TrustPolicyValid;
+        match found {
+            Fact::Known(None) => self.add(
+                Reason::RoleNotFound,
+                cond,
+                format!(
+                    "target role {target} of Pod Identity association {} does not exist in account {}",
+                    a.id,
+                    target.account()
+                ),
+            ),
+            Fact::Known(Some(found)) => {
+                let side = format!(" (the target role, assumed by {role})");
+                let admits = self.evaluate_assume_trust(
+                    target,
+                    &found.trust_policy,
+                    &a.target_request(role),
+                    &side,
+                );
+                self.trust_admits = Some(self.trust_admits.unwrap_or(true) && admits);
+            }
+            Fact::Unavailable(u) => self.unavailable(cond, u),
+            Fact::Skipped(why) => self.skipped(cond, why),
+        }
+    }
+
+    /// Records the findings of `request` against a trust policy; `side` says which role of a
+    /// chain it is. With session tags disabled, a refusal that tags would lift is told as such.
+    fn evaluate_assume_trust(
         &mut self,
         role: &RoleArn,
         trust_policy: &str,
-        pi: &PodIdentity,
+        request: &AssumeRoleRequest,
+        side: &str,
     ) -> bool {
         let cond = C::TrustPolicyValid;
         let policy = match PolicyDocument::parse(trust_policy) {
             Ok(p) => p,
             Err(e) => {
                 let message = match self.disclosure {
-                    Disclosure::Full => format!("trust policy of {role}: {e}"),
+                    Disclosure::Full => format!("trust policy of {role}{side}: {e}"),
                     Disclosure::AdmittedOnly => format!(
-                        "the trust policy of {role} is not a valid policy document; {WITHHELD}"
+                        "the trust policy of {role}{side} is not a valid policy document; {WITHHELD}"
                     ),
                 };
                 self.add(Reason::TrustPolicyInvalid, cond, message);
                 return false;
             }
         };
-        let verdict = evaluate_service(&policy, &pi.association.request());
+        let verdict = evaluate_assume_role(&policy, request);
+        if !verdict.admits() && request.tags == SessionTags::Disabled {
+            let tagged = tag_conditions(&policy, request);
+            if !tagged.is_empty() {
+                self.add(
+                    Reason::PodIdentitySessionTagsDisabled,
+                    cond,
+                    format!(
+                        "trust policy of {role}{side}: the association disables session tags, so {} can never \
+                         hold",
+                        tagged.join("; ")
+                    ),
+                );
+                return false;
+            }
+        }
         for f in &verdict.findings {
             self.add(
                 f.reason,
                 cond,
-                format!("trust policy of {role}: {}", f.message),
+                format!("trust policy of {role}{side}: {}", f.message),
             );
         }
         verdict.admits()
     }
 
-    fn check_pod_identity_workloads(&mut self, facts: &Facts, role: Option<&RoleArn>) {
+    /// Whether the association's role may assume the target role, as IAM's simulator says.
+    fn chain_permitted(
+        &mut self,
+        role: &RoleArn,
+        target: &RoleArn,
+        permitted: &Fact<Vec<crate::facts::PermissionVerdict>>,
+    ) {
+        let cond = C::PermissionsValid;
+        match permitted {
+            Fact::Known(verdicts) => {
+                let refused: Vec<&str> = verdicts
+                    .iter()
+                    .filter(|v| v.decision != PermissionDecision::Allowed)
+                    .map(|v| v.request.action.as_str())
+                    .collect();
+                if !refused.is_empty() {
+                    self.add(
+                        Reason::PodIdentityTargetNotPermitted,
+                        cond,
+                        format!(
+                            "{role} may not {} on its target role {target}, so the agent cannot chain to it",
+                            refused.join(" or ")
+                        ),
+                    );
+                }
+            }
+            Fact::Unavailable(u) => self.unavailable(cond, u),
+            // lint: nothing to simulate with; the trust side is still checked.
+            Fact::Skipped(_) => {}
+        }
+    }
+
+    fn check_pod_identity_workloads(
+        &mut self,
+        facts: &Facts,
+        pi: &PodIdentity,
+        role: Option<&RoleArn>,
+    ) {
         let cond = C::WorkloadsValid;
         let pods = match &facts.workloads {
             None | Some(Fact::Skipped(_)) => return,
@@ -919,30 +1140,50 @@ impl Diagnosis {
                 "no running pod uses the ServiceAccount".into(),
             );
         }
-        for f in pod_identity::audit(pods.listed()) {
-            self.add(f.reason, cond, f.message);
+        if let Fact::Unavailable(u) = &pi.agents {
+            self.unavailable(cond, u);
         }
-        self.close(
-            cond,
-            Reason::WorkloadsInjected,
+        let expected = Expected::PodIdentity {
+            association: &pi.association,
+            agents: pi.agents.known(),
+        };
+        for f in workloads::audit(pods.listed(), &expected) {
+            let condition = match f.reason.condition() {
+                Some(C::ServiceAccountValid) => C::ServiceAccountValid,
+                _ => cond,
+            };
+            self.add(f.reason, condition, f.message);
+        }
+        let message = if pods.all_admitted() {
             format!(
                 "all {} running pod(s) of the ServiceAccount have EKS Pod Identity injected",
                 pods.len()
-            ),
-        );
+            )
+        } else {
+            format!(
+                "{} workload(s) of the ServiceAccount pass the checks that need no cluster",
+                pods.len()
+            )
+        };
+        self.close(cond, Reason::WorkloadsInjected, message);
     }
 }
 
 /// Ready: False on the first failing condition (checks run in dependency order, so it is the root
 /// cause), Unknown if any is Unknown, True otherwise.
-fn ready(conditions: &[ConditionVerdict], namespace: &str, name: &str) -> ConditionVerdict {
+fn ready(
+    conditions: &[ConditionVerdict],
+    mechanism: &str,
+    namespace: &str,
+    name: &str,
+) -> ConditionVerdict {
     let first = |s: Status| conditions.iter().find(|c| c.status == s);
     let (status, reason, message) = match first(Status::False).or_else(|| first(Status::Unknown)) {
         Some(c) => (c.status, c.reason, format!("{}: {}", c.type_, c.message)),
         None => (
             Status::True,
             Reason::AllChecksPassed,
-            format!("IRSA is set up correctly for {namespace}/{name}"),
+            format!("{mechanism} is set up correctly for {namespace}/{name}"),
         ),
     };
     ConditionVerdict {

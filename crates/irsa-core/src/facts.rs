@@ -225,6 +225,10 @@ pub struct Facts {
     /// The issuer's discovery document, JWKS and TLS chain against the API server's keys;
     /// fetched once per run and shared by every ServiceAccount.
     pub issuer_keys: Fact<crate::issuer_keys::IssuerKeys>,
+    /// Names of the namespace's ServiceAccounts (those that exist, and those its workloads run
+    /// as), for pointing at a near miss when the one diagnosed does not exist; empty when not
+    /// looked up.
+    pub namespace_service_accounts: Vec<String>,
 }
 
 impl Facts {
@@ -249,7 +253,19 @@ impl Facts {
             assume_history: Fact::Skipped(NO_ASSUME_HISTORY.into()),
             node_fallback: Fact::Skipped(NO_NODE_FALLBACK.into()),
             issuer_keys: Fact::Skipped(NO_ISSUER_KEYS.into()),
+            namespace_service_accounts: Vec::new(),
         }
+    }
+
+    /// Facts about a ServiceAccount that does not exist, with nothing else known yet.
+    pub fn for_missing_service_account(namespace: &str, name: &str) -> Facts {
+        let mut facts = Facts::for_service_account(ServiceAccount {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            ..ServiceAccount::default()
+        });
+        facts.service_account = Fact::Known(None);
+        facts
     }
 
     /// Facts for an offline diagnosis (`lint`): the issuer, the providers known to exist (`None`: not

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod issuer;
 pub mod issuer_keys;
 pub mod manifest;
+pub mod mechanism;
 pub mod node_fallback;
 pub mod pod_identity;
 pub mod pods;

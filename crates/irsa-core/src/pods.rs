@@ -5,51 +5,37 @@
 
 use std::slice;
 
-use crate::diagnose::pod_identity_in_force;
-use crate::workloads::{self, PodFacts};
-use crate::{pod_identity, Facts, ServiceAccount};
+use crate::mechanism::in_force;
+use crate::workloads::{self, Expected, PodFacts};
+use crate::Facts;
 
-/// Which audit a ServiceAccount's pods get, from what is known of its credentials.
+/// Which audit a ServiceAccount's pods get: what the mechanism in force expects of them, or
+/// nothing yet (every pod is then kept).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PodAudit<'a> {
-    /// The IRSA audit against the annotated role ARN.
-    Irsa {
-        /// The ServiceAccount's `eks.amazonaws.com/role-arn` annotation.
-        role_arn: &'a str,
-    },
-    /// The EKS Pod Identity audit: an association is in force.
-    PodIdentity,
-    /// Not known yet (or neither applies): every pod is kept.
-    Undecided,
-}
+pub struct PodAudit<'a>(Option<Expected<'a>>);
 
 impl<'a> PodAudit<'a> {
-    /// The audit the diagnosis of `facts` runs: Pod Identity when an association is in force,
-    /// else IRSA when the ServiceAccount is annotated.
+    /// The audit the diagnosis of `facts` runs ([`crate::mechanism::in_force`]).
     pub fn of(facts: &'a Facts) -> PodAudit<'a> {
-        if pod_identity_in_force(facts).is_some() {
-            return PodAudit::PodIdentity;
-        }
-        match facts
-            .service_account
-            .known()
-            .and_then(Option::as_ref)
-            .and_then(ServiceAccount::role_arn_annotation)
-        {
-            Some(role_arn) => PodAudit::Irsa { role_arn },
-            None => PodAudit::Undecided,
-        }
+        PodAudit(in_force(facts).expected())
+    }
+
+    /// The audit for `expected`.
+    pub fn expecting(expected: Expected<'a>) -> PodAudit<'a> {
+        PodAudit(Some(expected))
+    }
+
+    /// Undecided: every pod is kept.
+    pub fn undecided() -> PodAudit<'a> {
+        PodAudit(None)
     }
 
     /// Whether `pod` was admitted and this audit finds nothing in it.
     pub fn passes(&self, pod: &PodFacts) -> bool {
-        let one = slice::from_ref(pod);
         pod.admitted
-            && match self {
-                PodAudit::Irsa { role_arn } => workloads::audit(one, role_arn).is_empty(),
-                PodAudit::PodIdentity => pod_identity::audit(one).is_empty(),
-                PodAudit::Undecided => false,
-            }
+            && self
+                .0
+                .is_some_and(|e| workloads::audit(slice::from_ref(pod), &e).is_empty())
     }
 }
 
@@ -114,8 +100,8 @@ impl From<Vec<PodFacts>> for Pods {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod_identity::{parse_associations, PodIdentity};
-    use crate::Fact;
+    use crate::pod_identity::{self, Association, PodIdentity};
+    use crate::{Fact, ServiceAccount};
     use serde_json::{json, Value};
 
     const ROLE: &str = "arn:aws:iam::111122223333:role/app";
@@ -145,7 +131,7 @@ mod tests {
 
     #[test]
     fn only_admitted_pods_the_audit_passes_are_counted() {
-        let irsa_audit = PodAudit::Irsa { role_arn: ROLE };
+        let irsa_audit = PodAudit::expecting(Expected::Irsa { role_arn: ROLE });
         let mut pods = Pods::default();
         pods.add(pod("good-1", irsa(ROLE)), &irsa_audit);
         pods.add(pod("good-2", irsa(ROLE)), &irsa_audit);
@@ -163,10 +149,15 @@ mod tests {
         assert!(!pods.all_admitted());
 
         // Each audit passes only the pods injected for it; undecided keeps every pod.
+        let association = Association::default();
+        let pi_audit = PodAudit::expecting(Expected::PodIdentity {
+            association: &association,
+            agents: None,
+        });
         assert!(!irsa_audit.passes(&pod("pi", pod_identity())));
-        assert!(PodAudit::PodIdentity.passes(&pod("pi", pod_identity())));
-        assert!(!PodAudit::PodIdentity.passes(&pod("irsa", irsa(ROLE))));
-        assert!(!PodAudit::Undecided.passes(&pod("irsa", irsa(ROLE))));
+        assert!(pi_audit.passes(&pod("pi", pod_identity())));
+        assert!(!pi_audit.passes(&pod("irsa", irsa(ROLE))));
+        assert!(!PodAudit::undecided().passes(&pod("irsa", irsa(ROLE))));
         assert!(Pods::default().is_empty());
     }
 
@@ -183,20 +174,21 @@ mod tests {
                 ..Default::default()
             })
         };
+        let irsa_facts = annotated(Some(ROLE));
         assert_eq!(
-            PodAudit::of(&annotated(Some(ROLE))),
-            PodAudit::Irsa { role_arn: ROLE }
+            PodAudit::of(&irsa_facts),
+            PodAudit::expecting(Expected::Irsa { role_arn: ROLE })
         );
-        assert_eq!(PodAudit::of(&annotated(None)), PodAudit::Undecided);
-        let association = parse_associations(
-            &json!({"associationId": "a-1", "clusterName": "c", "namespace": "ns",
-                    "serviceAccount": "app", "roleArn": ROLE})
-            .to_string(),
-        )
-        .unwrap()
-        .remove(0);
+        let none = annotated(None);
+        assert_eq!(PodAudit::of(&none), PodAudit::undecided());
         let mut associated = annotated(Some(ROLE));
-        associated.pod_identity = Fact::Known(Some(PodIdentity::new(association)));
-        assert_eq!(PodAudit::of(&associated), PodAudit::PodIdentity);
+        associated.pod_identity = Fact::Known(Some(PodIdentity::new(Association {
+            role_arn: ROLE.into(),
+            ..Default::default()
+        })));
+        assert!(matches!(
+            PodAudit::of(&associated).0,
+            Some(Expected::PodIdentity { .. })
+        ));
     }
 }

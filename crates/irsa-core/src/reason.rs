@@ -246,10 +246,14 @@ catalogue! {
         "Restart the named pods (kubectl rollout restart): the webhook mutates pods only when they are created, and these predate the role-arn annotation.";
     PodCreatedWithServiceAccount, Some(C::WorkloadsValid), Error,
         "Restart the named pods once; apply the ServiceAccount before the workload (a separate apply or a Helm hook) so the webhook's cache has it.";
-    PodOptedOutOfInjection, Some(C::WorkloadsValid), Warning,
-        "Remove the eks.amazonaws.com/skip-pod-identity-webhook label or the container from eks.amazonaws.com/skip-containers if the pod needs the role, then restart it.";
+    PodOptedOutOfInjection, Some(C::WorkloadsValid), Error,
+        "Remove the eks.amazonaws.com/skip-pod-identity-webhook label from the pod template (any value, \"false\" included, skips the pod), then restart the pods.";
+    MainContainerSkipped, Some(C::WorkloadsValid), Error,
+        "List only sidecars that need no AWS access in eks.amazonaws.com/skip-containers (it names containers to leave alone, not containers to inject), then restart the pods.";
     PresetWebIdentityEnv, Some(C::WorkloadsValid), Error,
         "Remove AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE from the pod template and let the webhook inject both, or set both consistently with a mounted token.";
+    PresetContainerCredentialsEnv, Some(C::WorkloadsValid), Error,
+        "Remove AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE and AWS_CONTAINER_CREDENTIALS_RELATIVE_URI from the pod template and let the webhook inject the agent's.";
     PodIdentityWebhookMissing, Some(C::WorkloadsValid), Error,
         "Install the pod identity webhook (built into EKS; on other clusters deploy amazon-eks-pod-identity-webhook), then restart the pods.";
     WebhookSelectorExcludesPod, Some(C::WorkloadsValid), Error,
@@ -270,14 +274,30 @@ catalogue! {
         "Make the pods use the injected web identity: upgrade the AWS SDK, remove static keys and profiles, and block the node role (IMDSv2, hop limit 1).";
     NodeRoleFallbackPossible, Some(C::WorkloadsValid), Warning,
         "Require IMDSv2 with hop limit 1 on the nodes (launch template MetadataOptions, or aws ec2 modify-instance-metadata-options), and keep IRSA pods off hostNetwork.";
-    PodIdentityOverridesAnnotation, Some(C::ServiceAccountValid), Warning,
+    PodIdentityOverridesAnnotation, Some(C::ServiceAccountValid), Error,
         "Remove the eks.amazonaws.com/role-arn annotation or delete the Pod Identity association: pods get the association's role, not the annotated one.";
+    RoleArnAnnotationRedundant, Some(C::ServiceAccountValid), Info,
+        "Nothing is wrong: the association and the annotation name the same role; remove the annotation once no cluster relies on IRSA for this ServiceAccount.";
+    PodIdentityServiceAccountMissing, Some(C::ServiceAccountValid), Error,
+        "Create the association for the ServiceAccount the workloads run as (aws eks create-pod-identity-association --service-account NAME), or create the ServiceAccount it names.";
     PodIdentityAgentMissing, Some(C::OidcProviderValid), Warning,
         "Install the EKS Pod Identity Agent (aws eks create-addon --addon-name eks-pod-identity-agent), unless it runs as a self-managed DaemonSet.";
     PodIdentityTrustMissingService, Some(C::TrustPolicyValid), Error,
         "Add an Allow statement with Principal.Service pods.eks.amazonaws.com and Action [sts:AssumeRole, sts:TagSession] to the association's role.";
     PodIdentityTrustMissingTagSession, Some(C::TrustPolicyValid), Error,
         "Add sts:TagSession next to sts:AssumeRole in the statement trusting pods.eks.amazonaws.com: the agent tags every session.";
+    PodIdentitySessionTagsDisabled, Some(C::TrustPolicyValid), Error,
+        "Enable session tags on the association (aws eks update-pod-identity-association --no-disable-session-tags), or remove the conditions on aws:RequestTag/aws:PrincipalTag keys from the trust policy.";
+    PodIdentityTargetTrustDenies, Some(C::TrustPolicyValid), Error,
+        "In the target role's trust policy, allow sts:AssumeRole and sts:TagSession to Principal.AWS = the association's role, with StringEquals sts:ExternalId = the association's externalId.";
+    PodIdentityTargetNotPermitted, Some(C::PermissionsValid), Error,
+        "Grant the association's role sts:AssumeRole and sts:TagSession on the target role in one of its permission policies.";
+    PodCreatedBeforeAssociation, Some(C::WorkloadsValid), Error,
+        "Restart the named pods (kubectl rollout restart): the webhook mutates pods only when they are created, and these predate the Pod Identity association.";
+    PodIdentityOnFargate, Some(C::WorkloadsValid), Error,
+        "Run the workload on EC2 nodes (EKS Pod Identity is not available on AWS Fargate), or use IRSA for it.";
+    PodIdentityAgentNotReady, Some(C::WorkloadsValid), Error,
+        "Make the eks-pod-identity-agent DaemonSet run Ready on every node that runs these pods (kubectl -n kube-system get pods -l app.kubernetes.io/name=eks-pod-identity-agent -o wide), then check the pods again.";
     SpecInvalid, Some(C::Ready), Error,
         "Fix the IrsaCheck's spec as the message says (kubectl edit irsacheck <name>).";
     AwsApiUnavailable, None, Unknown,

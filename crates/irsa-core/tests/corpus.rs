@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use irsa_core::manifest::{service_accounts, DEFAULT_NAMESPACE};
+use irsa_core::pod_identity;
 use irsa_core::pods::{PodAudit, Pods};
-use irsa_core::workloads::workloads_in;
+use irsa_core::workloads::{env_sources_in, workloads_in, EnvSources, Workload};
 use irsa_core::Fact;
 use irsa_core::{
     diagnose, ConditionType, Facts, Issuer, OidcProvider, OidcProviderArn, Reason, RoleArn,
@@ -17,14 +18,20 @@ use test_support::corpus as case;
 fn needs_live_facts(reason: Reason) -> bool {
     matches!(
         reason.condition(),
-        Some(
-            ConditionType::PermissionsValid
-                | ConditionType::ProbeSucceeded
-                | ConditionType::WorkloadsValid
-        )
+        Some(ConditionType::PermissionsValid | ConditionType::ProbeSucceeded)
     ) || matches!(
         reason,
-        Reason::ServiceAccountNotFound
+        // The webhook's registrations, the namespace's labels, CloudTrail, the nodes, the agent's
+        // pods: only a live cluster has them.
+        Reason::PodIdentityWebhookMissing
+            | Reason::WebhookSelectorExcludesPod
+            | Reason::InjectionFailedOpen
+            | Reason::PodCreatedWithServiceAccount
+            | Reason::WorkloadAssumeFailures
+            | Reason::WorkloadsNotUsingWebIdentity
+            | Reason::NodeRoleFallbackPossible
+            | Reason::PodIdentityAgentNotReady
+            | Reason::ServiceAccountNotFound
             | Reason::RoleNotFound
             | Reason::ClusterIssuerUnknown
             | Reason::AwsApiUnavailable
@@ -87,45 +94,101 @@ fn every_corpus_case_yields_exactly_its_expected_reasons() {
                 roles.get(arn).cloned()
             });
         facts.expected_role_arn = case.expected_role_arn.clone();
-        if let Some(docs) = &case.workloads {
-            let pods = docs
+        let docs = case.workloads.clone().unwrap_or_default();
+        let mut sources = EnvSources::new();
+        for d in &docs {
+            env_sources_in(d, DEFAULT_NAMESPACE, &mut sources);
+        }
+        let workloads: Vec<Workload> = docs
+            .iter()
+            .flat_map(|d| workloads_in(d, DEFAULT_NAMESPACE))
+            .map(|mut w| {
+                w.resolve_env_from(&sources);
+                w
+            })
+            .collect();
+        if case.workloads.is_some() {
+            let pods = workloads
                 .iter()
-                .flat_map(|d| workloads_in(d, DEFAULT_NAMESPACE))
                 .filter(|w| w.namespace == facts.namespace && w.service_account == facts.name)
-                .map(|w| w.pod)
+                .map(|w| w.pod.clone())
                 .collect::<Vec<_>>();
             facts.workloads = Some(Fact::Known(Pods::all(pods)));
         }
+        let mut reports = Vec::new();
         if let Some(docs) = &case.pod_identity_associations {
             let text = serde_json::Value::Array(docs.clone()).to_string();
-            let associations = irsa_core::pod_identity::parse_associations(&text).unwrap();
+            let associations = pod_identity::parse_associations(&text).unwrap();
+            let with_roles = |a: &pod_identity::Association| {
+                let mut pi = pod_identity::PodIdentity::new(a.clone());
+                let policy = |arn: &str| {
+                    RoleArn::parse(arn)
+                        .ok()
+                        .and_then(|arn| roles.get(&arn))
+                        .map(|p| {
+                            Fact::Known(Some(irsa_core::Role {
+                                trust_policy: p.clone(),
+                            }))
+                        })
+                };
+                if let Some(known) = policy(&a.role_arn) {
+                    pi.role = known;
+                }
+                if let (Some(t), Some(known)) = (
+                    pi.target.as_mut(),
+                    a.target_role_arn.as_deref().and_then(policy),
+                ) {
+                    t.role = known;
+                }
+                pi
+            };
             facts.pod_identity = Fact::Known(
                 associations
-                    .into_iter()
+                    .iter()
                     .find(|a| a.namespace == facts.namespace && a.service_account == facts.name)
-                    .map(|a| {
-                        let mut pi = irsa_core::pod_identity::PodIdentity::new(a);
-                        if let Some(policy) = RoleArn::parse(&pi.association.role_arn)
-                            .ok()
-                            .and_then(|arn| roles.get(&arn))
-                        {
-                            pi.role = Fact::Known(Some(irsa_core::Role {
-                                trust_policy: policy.clone(),
-                            }));
-                        }
-                        pi
-                    }),
+                    .map(with_roles),
             );
+            // Associations naming a ServiceAccount the case's namespace does not have.
+            let (namespace, name) = (facts.namespace.clone(), facts.name.clone());
+            let names: Vec<String> = std::iter::once(name.clone())
+                .chain(
+                    workloads
+                        .iter()
+                        .filter(|w| w.namespace == namespace)
+                        .map(|w| w.service_account.clone()),
+                )
+                .collect();
+            for a in pod_identity::without_service_account(
+                &associations,
+                |ns, sa| ns == namespace && sa == name,
+                |ns| ns == namespace,
+            ) {
+                let mut missing =
+                    Facts::for_missing_service_account(&a.namespace, &a.service_account);
+                missing.pod_identity = Fact::Known(Some(with_roles(a)));
+                missing.namespace_service_accounts = names.clone();
+                reports.push(diagnose(&missing));
+            }
         }
-        let report = diagnose(&facts);
+        // As lint: a ServiceAccount that neither asks for IRSA nor has an association is not
+        // diagnosed.
+        let diagnosed = facts
+            .service_account
+            .known()
+            .and_then(Option::as_ref)
+            .is_some_and(|sa| sa.wants_irsa())
+            || matches!(facts.pod_identity, Fact::Known(Some(_)));
+        if diagnosed {
+            reports.insert(0, diagnose(&facts));
+        }
         let (counted, differs) = count_passing_pods(&facts);
         counted_pods += counted;
         if let Some(differs) = differs {
             failures.push(format!("{name}\n  {differs}"));
         }
-        let found: BTreeSet<String> = report
-            .reasons_at_least(Severity::Warning)
-            .into_iter()
+        let found: BTreeSet<String> = reports
+            .iter()
+            .flat_map(|r| r.reasons_at_least(Severity::Warning))
             .map(|r| r.to_string())
             .collect();
         let expected: BTreeSet<String> = case.expect.iter().cloned().collect();
@@ -137,9 +200,9 @@ fn every_corpus_case_yields_exactly_its_expected_reasons() {
         }
         covered.extend(found.iter().cloned());
         if found != expected {
-            let messages: Vec<String> = report
-                .findings
+            let messages: Vec<String> = reports
                 .iter()
+                .flat_map(|r| &r.findings)
                 .map(|f| format!("{}: {}", f.reason, f.message))
                 .collect();
             failures.push(format!(

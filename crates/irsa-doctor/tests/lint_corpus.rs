@@ -14,10 +14,12 @@ fn lint_binary_reports_each_corpus_case_exactly() {
     let mut failures = Vec::new();
     for (i, (path, case)) in cases.iter().enumerate() {
         let name = path.file_name().unwrap().to_string_lossy();
+        // Written as JSON (which is YAML): a YAML writer leaves `yes` unquoted, which kubectl
+        // (YAML 1.1) and lint read as a boolean.
         let sa_file = dir.path().join(format!("{i}-sa.yaml"));
         std::fs::write(
             &sa_file,
-            serde_yaml_ng::to_string(&case.service_account).unwrap(),
+            serde_json::to_string_pretty(&case.service_account).unwrap(),
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
@@ -51,7 +53,7 @@ fn lint_binary_reports_each_corpus_case_exactly() {
             let file = dir.path().join(format!("{i}-workloads.yaml"));
             let text: Vec<String> = docs
                 .iter()
-                .map(|d| serde_yaml_ng::to_string(d).unwrap())
+                .map(|d| serde_json::to_string_pretty(d).unwrap() + "\n")
                 .collect();
             std::fs::write(&file, text.join("---\n")).unwrap();
             cmd.arg("--workload").arg(&file);
@@ -95,9 +97,30 @@ fn lint_binary_reports_each_corpus_case_exactly() {
                 "{name}: expected {expected:?}, found {found:?}, exit {code:?}"
             ));
         }
+        // The case's ServiceAccount, unless it neither asks for IRSA nor has an association, and
+        // one more per association naming a ServiceAccount the namespace does not have.
+        let sa = &case.service_account["metadata"];
+        let associations: Vec<&Value> = case
+            .pod_identity_associations
+            .iter()
+            .flatten()
+            .map(|a| a.get("association").unwrap_or(a))
+            .collect();
+        let wants_irsa = irsa_core::manifest::service_accounts(&case.service_account, &name)
+            .unwrap()
+            .iter()
+            .any(irsa_core::ServiceAccount::wants_irsa);
+        let own = wants_irsa
+            || associations
+                .iter()
+                .any(|a| a["namespace"] == sa["namespace"] && a["serviceAccount"] == sa["name"]);
+        let orphans = associations
+            .iter()
+            .filter(|a| a["namespace"] == sa["namespace"] && a["serviceAccount"] != sa["name"])
+            .count();
         assert_eq!(
             json["serviceAccounts"].as_array().map(Vec::len),
-            Some(1),
+            Some(usize::from(own) + orphans),
             "{name}"
         );
     }

@@ -106,6 +106,7 @@ pub async fn gather_within(
         assume_history: Fact::Skipped(irsa_core::facts::NO_ASSUME_HISTORY.into()),
         node_fallback: Fact::Skipped(irsa_core::facts::NO_NODE_FALLBACK.into()),
         issuer_keys: Fact::Skipped(irsa_core::facts::NO_ISSUER_KEYS.into()),
+        namespace_service_accounts: Vec::new(),
     };
     let Some(role_arn) = role_arn else {
         return facts;

@@ -14,6 +14,12 @@ use crate::issuer::{eks_parts, Issuer};
 use crate::policy::{ActionSpec, Effect, PolicyDocument, Principals, Statement};
 use crate::reason::Reason;
 
+mod assume_role;
+
+pub use assume_role::{
+    action_covers, evaluate_assume_role, tag_conditions, AssumeRoleRequest, Caller, SessionTags,
+};
+
 /// The action a pod's SDK calls.
 pub const WEB_IDENTITY_ACTION: &str = "sts:AssumeRoleWithWebIdentity";
 
@@ -673,132 +679,6 @@ fn warnings(
         }
     }
     findings
-}
-
-/// What the EKS Pod Identity Agent presents to STS for an association's role: the service
-/// principal `pods.eks.amazonaws.com` calls `sts:AssumeRole` and `sts:TagSession` (it tags every
-/// session), on behalf of the cluster `source_arn` of account `source_account`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceRequest {
-    /// The service principal, e.g. `pods.eks.amazonaws.com`.
-    pub service: String,
-    /// The actions it must be allowed, e.g. `sts:AssumeRole` and `sts:TagSession`.
-    pub actions: Vec<String>,
-    /// `aws:SourceAccount`, when known.
-    pub source_account: Option<String>,
-    /// `aws:SourceArn` (the cluster's ARN), when known.
-    pub source_arn: Option<String>,
-}
-
-impl ServiceRequest {
-    fn key_value(&self, key: &str) -> KeyValue {
-        let known = |v: &Option<String>| match v {
-            Some(v) => KeyValue::Present(vec![v.clone()]),
-            None => KeyValue::Unknowable,
-        };
-        if key.eq_ignore_ascii_case("aws:SourceAccount") {
-            known(&self.source_account)
-        } else if key.eq_ignore_ascii_case("aws:SourceArn") {
-            known(&self.source_arn)
-        } else {
-            KeyValue::Unknowable
-        }
-    }
-}
-
-/// Whether `Action`/`NotAction` covers `action` (case-insensitive, wildcards).
-pub fn action_covers(spec: &ActionSpec, action: &str) -> bool {
-    let covers = |patterns: &[String]| {
-        patterns
-            .iter()
-            .any(|p| WildMatch::new_case_insensitive(p).matches(action))
-    };
-    match spec {
-        ActionSpec::Action(p) => covers(p),
-        ActionSpec::NotAction(p) => !covers(p),
-    }
-}
-
-fn service_statement_matches(st: &Statement, request: &ServiceRequest, action: &str) -> Tri {
-    let principal = match &st.principal {
-        Principals::Any => true,
-        p => p
-            .of_type("Service")
-            .any(|s| s.eq_ignore_ascii_case(&request.service)),
-    };
-    if !principal || !action_covers(&st.action, action) {
-        return Tri::False;
-    }
-    st.conditions.iter().fold(Tri::True, |acc, c| {
-        acc & c.evaluate(&request.key_value(&c.key))
-    })
-}
-
-/// Evaluates a trust policy for a service principal, as STS would for each of the request's
-/// actions: every one must be allowed (and none denied). Findings use the Pod Identity reasons,
-/// and quote nothing of the policy but which of the required actions it grants the service.
-pub fn evaluate_service(policy: &PolicyDocument, request: &ServiceRequest) -> TrustVerdict {
-    let service = &request.service;
-    let mut allowed = Tri::True;
-    let mut findings = Vec::new();
-    let mut missing = Vec::new();
-    for action in &request.actions {
-        let matches = |st: &Statement| service_statement_matches(st, request, action);
-        let deny = any_of(policy, Effect::Deny, matches);
-        let allow = any_of(policy, Effect::Allow, matches);
-        allowed = allowed & (!deny & allow);
-        if deny == Tri::True {
-            findings.push(TrustFinding {
-                reason: Reason::TrustPolicyExplicitDeny,
-                message: format!(
-                    "a Deny statement denies {action} to the service principal {service:?}; an explicit Deny \
-                     overrides every Allow"
-                ),
-            });
-        }
-        match allow {
-            Tri::False => missing.push(action.as_str()),
-            Tri::Unknown if deny != Tri::True => findings.push(TrustFinding {
-                reason: Reason::TrustPolicyConditionUnverifiable,
-                message: format!(
-                    "the statement allowing {action} to {service:?} has conditions irsa-doctor cannot \
-                     evaluate without the live request"
-                ),
-            }),
-            _ => {}
-        }
-    }
-    let granted: Vec<&str> = request
-        .actions
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !missing.contains(a))
-        .collect();
-    if !missing.is_empty() {
-        let tag_only = missing
-            .iter()
-            .all(|a| a.eq_ignore_ascii_case("sts:TagSession"));
-        let reason = if tag_only && !granted.is_empty() {
-            Reason::PodIdentityTrustMissingTagSession
-        } else {
-            Reason::PodIdentityTrustMissingService
-        };
-        let granted = if granted.is_empty() {
-            "none of them".to_string()
-        } else {
-            format!("only {granted:?}")
-        };
-        findings.push(TrustFinding {
-            reason,
-            message: format!(
-                "no Allow statement grants {missing:?} to the service principal {service:?} ({granted} is \
-                 granted); EKS Pod Identity needs Principal.Service {service:?} with Action {:?}",
-                request.actions
-            ),
-        });
-    }
-    dedup(&mut findings);
-    TrustVerdict { allowed, findings }
 }
 
 fn dedup(findings: &mut Vec<TrustFinding>) {
