@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-kube-sim demo lint-examples crd clean deny deny-snapshot
+.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-lint bench-kube-sim demo lint-examples crd clean deny deny-snapshot
 
 # Tools the tests need, built or fetched by this Makefile into an ignored folder.
 TOOLS := .tools
@@ -165,6 +165,11 @@ bench: venv tools control-plane
 # AWS facts for 10,000 ServiceAccounts over 1,000 roles against moto, cold and warm.
 bench-aws: venv
 	$(TEST_ENV) $(CARGO) bench -p irsa-aws --bench resolve
+
+# `lint` on hostile and large 1 MiB inputs (deep nesting, alias bombs, duplicate keys, 20,000
+# variables, …), each answered within 1 s: the slowest of three runs next to the target.
+bench-lint:
+	$(CARGO) bench -p irsa-doctor --bench lint_input
 
 # kube-sim's request rates through the real kube-rs client: 10,000 ServiceAccounts, 50,000 pods.
 bench-kube-sim:

@@ -555,43 +555,69 @@ impl AwsFacts {
             service_account.map(|(n, s)| (n.to_string(), s.to_string())),
         );
         self.association_lists
-            .get_or_fetch(key, Result::is_ok, || async {
-                let mut found = Vec::new();
-                let mut token: Option<String> = None;
-                loop {
-                    let mut request = self
-                        .home
-                        .eks
-                        .list_pod_identity_associations()
-                        .cluster_name(cluster)
-                        .set_next_token(token.take());
-                    if let Some((namespace, name)) = service_account {
-                        request = request.namespace(namespace).service_account(name);
-                    }
-                    let out = self
-                        .call(lane, "eks", "ListPodIdentityAssociations", request.send())
-                        .await
-                        .map_err(|f| {
-                            self.unavailable(
-                                &f,
-                                "eks:ListPodIdentityAssociations",
-                                &format!("cluster {cluster}"),
-                            )
-                        })?;
-                    for a in out.associations() {
-                        found.push(AssociationSummary {
-                            namespace: a.namespace().unwrap_or_default().to_string(),
-                            service_account: a.service_account().unwrap_or_default().to_string(),
-                            association_id: a.association_id().unwrap_or_default().to_string(),
-                        });
-                    }
-                    match out.next_token() {
-                        Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                        _ => return Ok(found),
-                    }
-                }
+            .get_or_fetch(key, Result::is_ok, || {
+                self.list_associations(lane, cluster, service_account)
             })
             .await
+    }
+
+    /// Lists the associations of `cluster` again, whatever the cache holds, and keeps the
+    /// answer for later callers: how a poller sees associations created or deleted.
+    pub async fn refresh_association_list(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<AssociationSummary>, Unavailable> {
+        let fresh = self.list_associations(&Lane::Operator, cluster, None).await;
+        if fresh.is_ok() {
+            self.association_lists
+                .insert((cluster.to_string(), None), fresh.clone())
+                .await;
+        }
+        fresh
+    }
+
+    /// Every page of `eks:ListPodIdentityAssociations` for `cluster`, filtered by one
+    /// ServiceAccount when given.
+    async fn list_associations(
+        &self,
+        lane: &Lane,
+        cluster: &str,
+        service_account: Option<(&str, &str)>,
+    ) -> Result<Vec<AssociationSummary>, Unavailable> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut request = self
+                .home
+                .eks
+                .list_pod_identity_associations()
+                .cluster_name(cluster)
+                .set_next_token(token.take());
+            if let Some((namespace, name)) = service_account {
+                request = request.namespace(namespace).service_account(name);
+            }
+            let out = self
+                .call(lane, "eks", "ListPodIdentityAssociations", request.send())
+                .await
+                .map_err(|f| {
+                    self.unavailable(
+                        &f,
+                        "eks:ListPodIdentityAssociations",
+                        &format!("cluster {cluster}"),
+                    )
+                })?;
+            for a in out.associations() {
+                found.push(AssociationSummary {
+                    namespace: a.namespace().unwrap_or_default().to_string(),
+                    service_account: a.service_account().unwrap_or_default().to_string(),
+                    association_id: a.association_id().unwrap_or_default().to_string(),
+                });
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(found),
+            }
+        }
     }
 
     /// One association (`eks:DescribePodIdentityAssociation`); `Known(None)` when it is gone.
@@ -664,6 +690,35 @@ impl AwsFacts {
         match listed {
             Err(u) => Fact::Unavailable(u),
             Ok(list) => match list.first() {
+                None => Fact::Known(None),
+                Some(first) => {
+                    Box::pin(self.pod_identity_association(lane, cluster, &first.association_id))
+                        .await
+                }
+            },
+        }
+    }
+
+    /// The association of `namespace/name` found in the list of every association of `cluster`
+    /// (one paginated list per cluster and TTL, whoever asks), then described; `Known(None)`
+    /// when there is none. What a whole-cluster caller (the operator, `check -A`) uses, so that
+    /// listing costs per cluster, not per ServiceAccount.
+    pub async fn association_in_cluster(
+        &self,
+        lane: &Lane,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Fact<Option<Association>> {
+        match self
+            .pod_identity_association_list(&Lane::Operator, cluster, None)
+            .await
+        {
+            Err(u) => Fact::Unavailable(u),
+            Ok(list) => match list
+                .iter()
+                .find(|a| a.namespace == namespace && a.service_account == name)
+            {
                 None => Fact::Known(None),
                 Some(first) => {
                     Box::pin(self.pod_identity_association(lane, cluster, &first.association_id))

@@ -737,10 +737,18 @@ impl Diagnosis {
         }
         Report {
             service_account: escape_untrusted_owned(format!("{}/{}", facts.namespace, facts.name)),
+            // The annotated role, or the association's when the ServiceAccount is missing.
             role_arn: facts
                 .service_account
                 .known()
                 .and_then(|sa| sa.as_ref()?.role_arn_annotation())
+                .or_else(|| {
+                    facts
+                        .pod_identity
+                        .known()?
+                        .as_ref()
+                        .map(|pi| pi.association.pods_role_arn())
+                })
                 .map(|arn| escape_untrusted(arn).into_owned()),
             assumed_arn: self.assumed_arn.map(escape_untrusted_owned),
             findings: self.findings,

@@ -211,6 +211,35 @@ fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
         .to_string()
         .contains("--node-check"));
 
+    // EKS Pod Identity lists EKS Auto Mode nodes and, when only some namespaces are watched,
+    // the agent's pods in kube-system (and nothing more).
+    let pod_identity = render(&["--set", "clusterName=prod"]).unwrap();
+    let extra: BTreeSet<_> = grants(&pod_identity)
+        .into_iter()
+        .flat_map(|(_, s)| s)
+        .filter(|g| !expected().contains(g))
+        .collect();
+    assert_eq!(
+        extra,
+        BTreeSet::from([("".to_string(), "nodes".to_string(), "list".to_string())])
+    );
+    let scoped_pi = render(&[
+        "--set",
+        "clusterName=prod",
+        "--set",
+        "watchNamespaces={team-a}",
+    ])
+    .unwrap();
+    let agent_role: BTreeSet<_> = grants(&scoped_pi)
+        .into_iter()
+        .filter(|(ns, _)| ns == "kube-system")
+        .flat_map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        agent_role,
+        BTreeSet::from([("".to_string(), "pods".to_string(), "list".to_string())])
+    );
+
     // Without PolicyReports, no access to them.
     let off = render(&["--set", "policyReports.mode=off"]).unwrap();
     let without: BTreeSet<_> = expected()

@@ -203,7 +203,61 @@ fn unusable_input_exits_two_naming_the_file_and_problem() {
     .unwrap();
     let bare = dir.path().join("bare.json");
     std::fs::write(&bare, r#"{"Version":"2012-10-17","Statement":[]}"#).unwrap();
+    // Workloads: env as a map, a key given twice, a misspelled field the audit reads, nesting
+    // past the bound, and an association of the wrong shape.
+    let workload = |name: &str, container: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: reports\nspec:\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    spec:\n      serviceAccountName: s3-reader\n      containers:\n      - name: app\n{container}"),
+        )
+        .unwrap();
+        path
+    };
+    let env_map = workload("env-map.yaml", "        env:\n          AWS_PROFILE: x\n");
+    let twice = workload(
+        "twice.yaml",
+        "        env: []\n        image: x\n        env:\n        - {name: AWS_PROFILE, value: x}\n",
+    );
+    let typo = workload(
+        "typo.yaml",
+        "        evn:\n        - {name: AWS_PROFILE, value: x}\n",
+    );
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        (0..200)
+            .map(|i| format!("{}a:\n", " ".repeat(i * 2)))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let association = dir.path().join("association.json");
+    std::fs::write(
+        &association,
+        r#"{"association": {"namespace": "reports", "serviceAccount": "s3-reader", "roleArn": "arn:aws:iam::111122223333:role/x", "disableSessionTags": "yes"}}"#,
+    )
+    .unwrap();
     let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--workload", env_map.to_str().unwrap()],
+            "document 1: Deployment reports/api: spec.template.spec.containers[0].env (line 13): invalid type: map, expected a sequence".into(),
+        ),
+        (
+            vec!["--workload", twice.to_str().unwrap()],
+            "key \"env\" of spec.template.spec.containers[0] is given twice (first on line 13)".into(),
+        ),
+        (
+            vec!["--workload", typo.to_str().unwrap()],
+            "spec.template.spec.containers[0].evn (line 13): unknown field \"evn\"; did you mean \"env\"?".into(),
+        ),
+        (
+            vec!["--workload", deep.to_str().unwrap()],
+            "nested more than 64 levels deep".into(),
+        ),
+        (
+            vec!["--pod-identity-association", association.to_str().unwrap()],
+            "\"disableSessionTags\" must be true or false".into(),
+        ),
         (
             vec!["--service-account", "does/not/exist.yaml"],
             "does/not/exist.yaml: cannot read".into(),

@@ -1,6 +1,8 @@
-//! EKS Pod Identity end to end: the real operator against kube-sim, moto (IAM, STS) and the EKS
-//! Pod Identity stand-in (`test_support::eks`, since moto does not implement that API); and
-//! `lint --pod-identity-association` offline.
+//! EKS Pod Identity end to end: the real operator and `check` against the real control plane,
+//! moto (IAM, STS) and the EKS Pod Identity stand-in (`test_support::eks`, since moto does not
+//! implement that API): associations in force, the live workload cases (pods older than their
+//! association, the agent on the pod's node, Fargate), associations without their
+//! ServiceAccount; and `lint --pod-identity-association` offline.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use irsa_aws::Clients;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use test_support::eks::Eks;
@@ -101,14 +103,20 @@ async fn pod_identity_service_accounts_are_diagnosed_with_the_association_in_for
         "OIDCProviderNotNeeded"
     );
 
+    // The annotation names another role than the association: it is dead, an error.
     let both = diagnosed(&checks, "both").await;
-    assert_eq!(ready_of(&both).unwrap().0, "True", "{:?}", both.status);
+    assert_eq!(
+        ready_of(&both),
+        Some(("False".into(), "PodIdentityOverridesAnnotation".into())),
+        "{:?}",
+        both.status
+    );
     let (_, message) = reason_of(&both, "ServiceAccountValid");
     assert!(
         message.contains(&role("pi-reader")) && message.contains(&role("s3-reader")),
         "{message}"
     );
-    assert!(message.contains("injects Pod Identity"), "{message}");
+    assert!(message.contains("the association is in force"), "{message}");
     assert_eq!(both.status.unwrap().role_arn, Some(role("pi-reader")));
 
     // The sweep diagnoses an unannotated ServiceAccount that only has an association.
@@ -160,6 +168,254 @@ async fn pod_identity_service_accounts_are_diagnosed_with_the_association_in_for
         Some(1),
         "pi-broken is an error: {stderr}"
     );
+}
+
+/// A pod of `shop/checkout` running `sleep`, with the agent's variables preset (the webhook
+/// emulation injects IRSA only), on `node` (`None`: the node agent binds and runs it).
+fn checkout_pod(name: &str, node: Option<&str>, scheduler: Option<&str>, injected: bool) -> Pod {
+    let env = if injected {
+        json!([
+            {"name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials"},
+            {"name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+             "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"},
+        ])
+    } else {
+        json!([])
+    };
+    let mut spec = json!({"serviceAccountName": "checkout", "containers": [
+        {"name": "app", "image": "app:1", "command": ["sleep", "600"], "env": env}]});
+    if let Some(node) = node {
+        spec["nodeName"] = json!(node);
+    }
+    if let Some(scheduler) = scheduler {
+        spec["schedulerName"] = json!(scheduler);
+    }
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"app": "checkout"}}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_identity_is_followed_to_the_node_of_each_pod() {
+    let sim = Cluster::start(ClusterOptions {
+        chart_values: vec!["clusterName=test".into()],
+        webhook: Some(Default::default()),
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    bootstrap_cluster(&sim).await;
+    let client = sim.client();
+    admin
+        .iam
+        .create_role()
+        .role_name("pi-checkout")
+        .assume_role_policy_document(pod_identity_trust(&["sts:AssumeRole", "sts:TagSession"]))
+        .send()
+        .await
+        .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "checkout"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    // Created before the association: the webhook had nothing to inject.
+    pods.create(
+        &PostParams::default(),
+        &checkout_pod("early", None, None, false),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let eks = Eks::start("test", ACCOUNT);
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/pi-checkout");
+    eks.associate("shop", "checkout", &role);
+    // Terraform names a ServiceAccount the chart does not create.
+    eks.associate("shop", "checkout-svc", &role);
+    eks.install_addon("eks-pod-identity-agent");
+    // The agent's DaemonSet pod, on the node agent's node only.
+    let agent: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "eks-pod-identity-agent-x1", "labels": {"app.kubernetes.io/name": "eks-pod-identity-agent"}},
+        "spec": {"containers": [{"name": "agent", "image": "agent:1", "command": ["sleep", "600"]}]}}))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), "kube-system")
+        .create(&PostParams::default(), &agent)
+        .await
+        .unwrap();
+    for pod in [
+        checkout_pod("served", None, None, true),
+        checkout_pod("elsewhere", Some("ip-10-0-9-9.ec2.internal"), None, true),
+        checkout_pod(
+            "on-fargate",
+            Some("fargate-ip-10-0-3-7.ec2.internal"),
+            Some("fargate-scheduler"),
+            true,
+        ),
+    ] {
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    eventually("the agent pod Ready", Duration::from_secs(30), async || {
+        let pod = Api::<Pod>::namespaced(client.clone(), "kube-system")
+            .get("eks-pod-identity-agent-x1")
+            .await
+            .ok()?;
+        pod.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
+    let op = test_support::operator::start_operator_with_env(
+        std::path::Path::new(env!("CARGO_BIN_EXE_irsa-doctor")),
+        &sim,
+        &aws.url,
+        &[
+            "--leader-election",
+            "false",
+            "--cluster-name",
+            "test",
+            "--issuer",
+            sim.issuer(),
+            "--association-poll-interval",
+            "2s",
+        ],
+        &[("AWS_ENDPOINT_URL_EKS", eks.url.as_str())],
+    );
+    eventually("readiness", Duration::from_secs(30), async || {
+        get(&op.metrics, "/readyz").await.filter(|(c, _)| *c == 200)
+    })
+    .await;
+    // An association created while the operator runs is seen at the next poll, not at the next
+    // sweep (10 minutes away): its role's trust lacks sts:TagSession.
+    admin
+        .iam
+        .create_role()
+        .role_name("pi-untagged")
+        .assume_role_policy_document(pod_identity_trust(&["sts:AssumeRole"]))
+        .send()
+        .await
+        .unwrap();
+    let late: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "late"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &late)
+        .await
+        .unwrap();
+    eks.associate(
+        "shop",
+        "late",
+        &format!("arn:aws:iam::{ACCOUNT}:role/pi-untagged"),
+    );
+    let events = eventually(
+        "a Warning on shop/late",
+        Duration::from_secs(20),
+        async || {
+            let events: Vec<_> =
+                Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "shop")
+                    .list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("late")
+                    })
+                    .collect();
+            Some(events).filter(|e| !e.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(
+        events[0].reason.as_deref(),
+        Some("PodIdentityTrustMissingTagSession"),
+        "{events:?}"
+    );
+    let spec: irsa_doctor::api::IrsaCheckSpec = serde_json::from_value(
+        json!({"serviceAccountName": "checkout", "interval": "1h", "probe": {"enabled": false}}),
+    )
+    .unwrap();
+    let checks = checks_api(&client, "shop");
+    checks
+        .create(
+            &PostParams::default(),
+            &irsa_doctor::api::IrsaCheck::new("checkout", spec),
+        )
+        .await
+        .unwrap();
+    let check = diagnosed(&checks, "checkout").await;
+    let status = check.status.clone().unwrap();
+    let findings: Vec<(String, String)> = status
+        .findings
+        .iter()
+        .map(|f| (f.reason.clone(), f.message.clone()))
+        .collect();
+    let finding = |reason: &str| {
+        findings
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("no {reason}: {findings:#?}"))
+    };
+    assert!(finding("PodCreatedBeforeAssociation").contains("early"));
+    let agentless = finding("PodIdentityAgentNotReady");
+    assert!(
+        agentless.contains("elsewhere") && agentless.contains("ip-10-0-9-9.ec2.internal"),
+        "{agentless}"
+    );
+    assert!(finding("PodIdentityOnFargate").contains("on-fargate"));
+    assert!(
+        !findings.iter().any(|(_, m)| m.contains("served")),
+        "the pod on the agent's node is fine: {findings:#?}"
+    );
+    assert_eq!(ready_of(&check).unwrap().0, "False", "{status:?}");
+
+    // `check` from a laptop: the same audit, and the association without its ServiceAccount,
+    // pointing at the one the namespace has.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+    cmd.args(["check", "-n", "shop", "-o", "json", "--skip-node-check"])
+        .arg("--skip-issuer-keys")
+        .args(["--kubeconfig", sim.kubeconfig_path().to_str().unwrap()])
+        .args(["--cluster-name", "test", "--issuer", sim.issuer()])
+        .env("AWS_ENDPOINT_URL_EKS", eks.url.as_str());
+    aws_env(&mut cmd, &aws.url);
+    let out = tokio::task::block_in_place(|| cmd.output().unwrap());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for reason in [
+        "PodCreatedBeforeAssociation",
+        "PodIdentityAgentNotReady",
+        "PodIdentityOnFargate",
+        "PodIdentityServiceAccountMissing",
+    ] {
+        assert!(text.contains(reason), "{reason}: {text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let missing = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["reason"] == "PodIdentityServiceAccountMissing")
+        .unwrap();
+    assert_eq!(missing["serviceAccount"], "shop/checkout-svc");
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"checkout\""),
+        "{missing}"
+    );
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]

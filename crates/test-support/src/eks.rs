@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 /// One association the stand-in serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StandInAssociation {
     /// The ServiceAccount's namespace.
     pub namespace: String,
@@ -21,13 +21,24 @@ pub struct StandInAssociation {
     pub service_account: String,
     /// The role.
     pub role_arn: String,
+    /// `targetRoleArn`, when it chains to one.
+    pub target_role_arn: Option<String>,
+    /// `externalId`, served with a target role.
+    pub external_id: Option<String>,
+    /// `disableSessionTags`.
+    pub disable_session_tags: bool,
+    /// `createdAt`, seconds since the epoch.
+    pub created_at: f64,
 }
+
+/// The associations served, each with its id (`a-<n>`), stable across deletions.
+type Associations = Arc<Mutex<Vec<(usize, StandInAssociation)>>>;
 
 /// The running stand-in; serves until the process ends.
 pub struct Eks {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    associations: Arc<Mutex<Vec<StandInAssociation>>>,
+    associations: Associations,
     addons: Arc<Mutex<Vec<String>>>,
 }
 
@@ -85,13 +96,35 @@ impl Eks {
         }
     }
 
-    /// Adds an association of `namespace/service_account` to `role_arn`.
+    /// Adds an association of `namespace/service_account` to `role_arn`, created now.
     pub fn associate(&self, namespace: &str, service_account: &str, role_arn: &str) {
-        self.associations.lock().unwrap().push(StandInAssociation {
+        self.associate_with(StandInAssociation {
             namespace: namespace.into(),
             service_account: service_account.into(),
             role_arn: role_arn.into(),
+            ..StandInAssociation::default()
         });
+    }
+
+    /// Adds `association`; a `created_at` of 0 means now.
+    pub fn associate_with(&self, mut association: StandInAssociation) {
+        if association.created_at == 0.0 {
+            association.created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+        }
+        let mut all = self.associations.lock().unwrap();
+        let id = all.last().map_or(0, |(id, _)| id + 1);
+        all.push((id, association));
+    }
+
+    /// Deletes the associations of `namespace/service_account`.
+    pub fn disassociate(&self, namespace: &str, service_account: &str) {
+        self.associations
+            .lock()
+            .unwrap()
+            .retain(|(_, a)| !(a.namespace == namespace && a.service_account == service_account));
     }
 
     /// Installs an add-on, e.g. `eks-pod-identity-agent`.
@@ -125,7 +158,7 @@ fn query(target: &str) -> Vec<(String, String)> {
 
 fn route(
     target: &str,
-    associations: &Mutex<Vec<StandInAssociation>>,
+    associations: &Mutex<Vec<(usize, StandInAssociation)>>,
     addons: &Mutex<Vec<String>>,
     cluster: &str,
     account: &str,
@@ -143,7 +176,7 @@ fn route(
             let all = associations.lock().unwrap().clone();
             let matching: Vec<(usize, &StandInAssociation)> = all
                 .iter()
-                .enumerate()
+                .map(|(id, a)| (*id, a))
                 .filter(|(_, a)| get("namespace").is_none_or(|n| n == a.namespace))
                 .filter(|(_, a)| get("serviceAccount").is_none_or(|s| s == a.service_account))
                 .collect();
@@ -169,14 +202,23 @@ fn route(
             let found = id
                 .strip_prefix("a-")
                 .and_then(|i| i.parse::<usize>().ok())
-                .and_then(|i| Some((i, all.get(i)?)));
+                .and_then(|i| all.iter().find(|(id, _)| *id == i))
+                .map(|(i, a)| (*i, a));
             match found {
-                Some((i, a)) => (
-                    200,
-                    json!({"association": {"clusterName": cluster, "namespace": a.namespace,
+                Some((i, a)) => {
+                    let mut association = json!({"clusterName": cluster, "namespace": a.namespace,
                         "serviceAccount": a.service_account, "roleArn": a.role_arn,
-                        "associationId": format!("a-{i}"), "associationArn": arn(i)}}),
-                ),
+                        "associationId": format!("a-{i}"), "associationArn": arn(i),
+                        "createdAt": a.created_at, "modifiedAt": a.created_at,
+                        "disableSessionTags": a.disable_session_tags});
+                    if let Some(target) = &a.target_role_arn {
+                        association["targetRoleArn"] = json!(target);
+                    }
+                    if let Some(id) = &a.external_id {
+                        association["externalId"] = json!(id);
+                    }
+                    (200, json!({ "association": association }))
+                }
                 None => not_found(&format!("association {id}")),
             }
         }

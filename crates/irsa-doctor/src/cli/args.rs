@@ -138,6 +138,10 @@ pub struct RunArgs {
     /// How often every annotated ServiceAccount is diagnosed again.
     #[arg(long, env = "IRSA_DOCTOR_SWEEP_INTERVAL", default_value = "10m", value_parser = positive_duration)]
     pub sweep_interval: Duration,
+    /// How often the EKS Pod Identity associations are listed (with --cluster-name): a
+    /// ServiceAccount whose association appeared or went away is diagnosed at once.
+    #[arg(long, env = "IRSA_DOCTOR_ASSOCIATION_POLL_INTERVAL", default_value = "1m", value_parser = positive_duration)]
+    pub association_poll_interval: Duration,
     /// Diagnoses run at once.
     #[arg(long, env = "IRSA_DOCTOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

@@ -2,6 +2,7 @@
 //! AWS credentials, no operator installed. Also `kubectl irsa-doctor check`, with kubectl's
 //! `--kubeconfig`, `--context`, `-n` and `-A`.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,9 +20,11 @@ use super::args::{AwsArgs, CloudTrailArgs, IssuerArgs};
 use super::output;
 use super::table::{self, Columns};
 use crate::client::KubeconfigSelection;
+use crate::gather::admission::Admission;
 use crate::gather::issuer_keys::{self, IssuerTrust};
 use crate::gather::observed::{observe, Observations};
-use crate::gather::{self, gather, issuer, node_fallback};
+use crate::gather::pod_identity::{with_pod_identity, Agents, Lookup, AGENT_NAMESPACE};
+use crate::gather::{self, gather, issuer, node_fallback, workloads};
 
 /// How `check` prints, as kubectl's `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +136,8 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
+    // The names of every ServiceAccount in scope, by namespace: what a missing one is near.
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let accounts: Vec<(String, String, Fact<Option<irsa_core::ServiceAccount>>)> = match &args
         .service_account
     {
@@ -142,6 +147,20 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 .get_opt(name)
                 .await
                 .with_context(|| format!("reading ServiceAccount {namespace}/{name}"))?;
+            if sa.is_none() {
+                let listed = api
+                    .list_metadata(&ListParams::default())
+                    .await
+                    .context("listing ServiceAccounts")?;
+                names.insert(
+                    namespace.clone(),
+                    listed
+                        .items
+                        .into_iter()
+                        .filter_map(|m| m.metadata.name)
+                        .collect(),
+                );
+            }
             vec![(
                 namespace.clone(),
                 name.clone(),
@@ -155,28 +174,63 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 Api::namespaced(client.clone(), &namespace)
             };
             let associated = associated_service_accounts(args, &aws, &namespace).await;
-            api.list_metadata(&ListParams::default())
+            let listed: Vec<irsa_core::ServiceAccount> = api
+                .list_metadata(&ListParams::default())
                 .await
                 .context("listing ServiceAccounts")?
                 .items
                 .iter()
                 .map(|m| gather::service_account(&m.metadata))
+                .collect();
+            for sa in &listed {
+                names
+                    .entry(sa.namespace.clone())
+                    .or_default()
+                    .push(sa.name.clone());
+            }
+            let mut accounts: Vec<_> = listed
+                .into_iter()
                 .filter(|sa| {
                     sa.wants_irsa() || associated.contains(&(sa.namespace.clone(), sa.name.clone()))
                 })
                 .map(|sa| (sa.namespace.clone(), sa.name.clone(), Fact::Known(Some(sa))))
-                .collect()
+                .collect();
+            // Associations whose ServiceAccount does not exist: their pods run as the node.
+            accounts.extend(
+                associated
+                    .into_iter()
+                    .filter(|(ns, name)| !names.get(ns).is_some_and(|n| n.contains(name)))
+                    .map(|(ns, name)| (ns, name, Fact::Known(None))),
+            );
+            accounts
         }
     };
     counting(&progress, accounts.len());
     let nodes = node_fallback::Nodes::new(client.clone());
+    let agents = Agents::new(client.clone(), AGENT_NAMESPACE);
+    let admission = Admission::new(client.clone(), Duration::from_secs(60));
+    let lookup = match args.service_account {
+        Some(_) => Lookup::ServiceAccount,
+        None => Lookup::Cluster,
+    };
     let mut reports: Vec<Report> = Vec::with_capacity(accounts.len());
     for (ns, name, sa) in accounts {
         progress.set_message(format!("{ns}/{name}"));
         let mut facts = gather(&aws, &issuer, &ns, &name, sa, None).await;
-        gather::with_pod_identity(&aws, args.issuer.cluster_name.as_deref(), None, &mut facts)
-            .await;
+        with_pod_identity(
+            &aws,
+            args.issuer.cluster_name.as_deref(),
+            None,
+            lookup,
+            Some(&agents),
+            &mut facts,
+        )
+        .await;
         facts.issuer_keys = issuer_keys.clone();
+        if matches!(facts.service_account, Fact::Known(None)) {
+            facts.namespace_service_accounts = names.get(&ns).cloned().unwrap_or_default();
+        }
+        facts.workloads = Some(workloads::pods_of(&client, &admission, &ns, &name).await);
         observe(args.observations(), &aws, &client, &nodes, &mut facts).await;
         reports.push(diagnose(&facts));
         progress.inc(1);

@@ -50,6 +50,10 @@ struct Meta {
 struct Spec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduler_name: Option<String>,
     #[serde(default)]
     containers: Vec<Container>,
     #[serde(default)]
@@ -242,6 +246,8 @@ mod tests {
             },
             "spec": {
                 "serviceAccountName": "api",
+                "nodeName": "ip-10-0-1-12.ec2.internal",
+                "schedulerName": "default-scheduler",
                 "containers": [container("app"), container("sidecar")],
                 "initContainers": [container("init")],
                 "securityContext": {"runAsUser": 2000, "fsGroup": 3000, "runAsNonRoot": true},
@@ -274,6 +280,7 @@ mod tests {
         assert_eq!(expected.containers.len(), 3, "{expected:?}");
         assert!(!expected.token_volumes.is_empty() && !expected.annotations.is_empty());
         assert!(expected.containers[0].env_refs.len() == 3 && expected.owner.is_some());
+        assert!(expected.node_name.is_some() && expected.scheduler_name.is_some());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod issuer_keys;
 mod listed_pod;
 pub mod node_fallback;
 pub mod observed;
+pub mod pod_identity;
 pub mod workloads;
 
 /// At most this many distinct permissions are simulated for one check run. More are not
@@ -138,84 +139,6 @@ pub async fn gather_within(
         facts.permissions = Box::pin(permissions(aws, &lane, &role_arn, &facts)).await;
     }
     facts
-}
-
-/// Adds the ServiceAccount's EKS Pod Identity association, its role and whether the agent add-on
-/// is installed (`cluster`: `--cluster-name`; without it Pod Identity stays Skipped, saying so).
-/// When an association exists it is the one in force, so `spec.permissions` are simulated for its
-/// role (when its trust policy admits the agent) instead of the annotated one's.
-pub async fn with_pod_identity(
-    aws: &AwsFacts,
-    cluster: Option<&str>,
-    allowed: Option<&AllowedRoles>,
-    facts: &mut Facts,
-) {
-    let Some(cluster) = cluster else {
-        facts.pod_identity = Fact::Skipped(
-            "EKS Pod Identity associations were not looked up: no --cluster-name is configured"
-                .into(),
-        );
-        return;
-    };
-    if !matches!(facts.service_account, Fact::Known(Some(_))) {
-        return;
-    }
-    let lane = Lane::namespace(&facts.namespace);
-    let association =
-        Box::pin(aws.service_account_association(&lane, cluster, &facts.namespace, &facts.name))
-            .await;
-    let association = match association {
-        Fact::Known(Some(a)) => a,
-        Fact::Known(None) => {
-            facts.pod_identity = Fact::Known(None);
-            return;
-        }
-        Fact::Unavailable(u) => {
-            facts.pod_identity = Fact::Unavailable(u);
-            return;
-        }
-        Fact::Skipped(why) => {
-            facts.pod_identity = Fact::Skipped(why);
-            return;
-        }
-    };
-    let mut pi = irsa_core::pod_identity::PodIdentity::new(association);
-    pi.agent = Box::pin(aws.addon_installed(cluster, irsa_core::pod_identity::AGENT_ADDON)).await;
-    match RoleArn::parse(&pi.association.role_arn) {
-        Ok(arn) if allowed.is_some_and(|a| !a.admits(&arn)) => {
-            pi.role = Fact::Skipped(format!(
-                "{arn} is outside --allowed-role-arns, so it was not looked up"
-            ));
-        }
-        Ok(arn) => {
-            pi.role = Box::pin(aws.role(&lane, &arn)).await;
-            if !facts.permission_requests.is_empty() {
-                facts.permissions = match irsa_core::diagnose::pod_identity_trust_admits(&pi) {
-                    Some(true) => {
-                        let mut distinct = facts.permission_requests.clone();
-                        distinct.sort();
-                        distinct.dedup();
-                        if distinct.len() > MAX_PERMISSIONS_PER_CHECK {
-                            Fact::Skipped(format!(
-                                    "spec.permissions lists {} distinct permissions, more than the \
-                                     {MAX_PERMISSIONS_PER_CHECK} one check may have simulated per run",
-                                    distinct.len()
-                                ))
-                        } else {
-                            Box::pin(aws.permissions(&lane, &arn, &distinct)).await
-                        }
-                    }
-                    _ => Fact::Skipped(
-                        "the association role's trust policy is not known to admit the EKS Pod \
-                             Identity Agent, so its permissions were not simulated"
-                            .into(),
-                    ),
-                };
-            }
-        }
-        Err(e) => pi.role = Fact::Skipped(format!("the association names no valid role: {e}")),
-    }
-    facts.pod_identity = Fact::Known(Some(pi));
 }
 
 /// The simulator's verdicts, asked only for a role whose trust policy admits the ServiceAccount.

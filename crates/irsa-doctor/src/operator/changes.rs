@@ -70,7 +70,7 @@ pub async fn run(
                         trigger.send(ObjectRef::new_with(check, ar.clone()).within(&sa.namespace));
                 }
                 if checks.is_empty()
-                    && sa.wants_irsa()
+                    && (sa.wants_irsa() || ctx.is_associated(&sa.namespace, &sa.name))
                     && meta.metadata.deletion_timestamp.is_none()
                 {
                     // Bounded parallelism; waiting for a permit holds the watch back, not the sweep.

@@ -2,7 +2,7 @@
 //! recorder, metrics, the verdict memory, the prober, and what keeps tenants apart ([`Tenancy`]:
 //! the roles that may be looked up, the probe slots, each check's last probe).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,8 +10,10 @@ use irsa_aws::AwsFacts;
 use irsa_core::facts::AllowedRoles;
 use irsa_core::probe::ProbeObservation;
 use irsa_core::{Fact, Issuer, Report};
+use kube::core::DynamicObject;
 use kube::runtime::events::Recorder;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::events::{self, EventSpec};
 use super::index::CheckIndex;
@@ -19,8 +21,10 @@ use super::metrics::Metrics;
 use super::probe::Prober;
 use super::service_accounts::ServiceAccounts;
 use super::verdicts::{Diagnosed, Verdicts};
+use super::watch_namespace::WatchNamespace;
 use crate::gather::node_fallback::Nodes;
 use crate::gather::observed::{observe, Observations};
+use crate::gather::pod_identity::{Agents, Lookup, AGENT_NAMESPACE};
 
 /// A diagnosis whose status could not be written: the next attempt writes it again instead of
 /// diagnosing again (and starting another probe pod).
@@ -108,7 +112,16 @@ pub struct Context {
     observations: Observations,
     /// Nodes' provider IDs, for the node check.
     nodes: Nodes,
+    /// Where the EKS Pod Identity Agent runs.
+    agents: Agents,
+    /// The ServiceAccounts that have an EKS Pod Identity association, as last listed.
+    associated: RwLock<HashSet<(String, String)>>,
+    /// Each watched scope's way to re-run an IrsaCheck.
+    triggers: Mutex<Vec<(WatchNamespace, Trigger)>>,
 }
+
+/// Re-runs an IrsaCheck of one watched scope.
+pub type Trigger = mpsc::UnboundedSender<ObjectRef<DynamicObject>>;
 
 /// What a check's written status was diagnosed from: a check waiting for a probe slot skips
 /// writing only while these are unchanged (and the status is younger than its interval).
@@ -152,6 +165,9 @@ impl Context {
             cluster_name: None,
             observations: Observations::default(),
             nodes: Nodes::new(client.clone()),
+            agents: Agents::new(client.clone(), AGENT_NAMESPACE),
+            associated: RwLock::new(HashSet::new()),
+            triggers: Mutex::new(Vec::new()),
             client,
         }
     }
@@ -280,6 +296,41 @@ impl Context {
         );
     }
 
+    /// Remembers which ServiceAccounts have an association, as just listed.
+    pub fn set_associated(&self, pairs: HashSet<(String, String)>) {
+        *self.associated.write().unwrap_or_else(|p| p.into_inner()) = pairs;
+    }
+
+    /// Whether `namespace/name` had an association when they were last listed.
+    pub fn is_associated(&self, namespace: &str, name: &str) -> bool {
+        self.associated
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Registers how the IrsaChecks of `scope` are re-run.
+    pub fn register_trigger(&self, scope: WatchNamespace, trigger: Trigger) {
+        self.triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scope, trigger));
+    }
+
+    /// Re-runs the IrsaChecks naming `namespace/name`; whether there are any.
+    pub fn trigger_checks_naming(&self, namespace: &str, name: &str) -> bool {
+        let checks = self.checks.naming(namespace, name);
+        let triggers = self.triggers.lock().unwrap_or_else(|p| p.into_inner());
+        let ar = super::reconcile::resource();
+        for check in &checks {
+            if let Some((_, trigger)) = triggers.iter().find(|(scope, _)| scope.contains(namespace))
+            {
+                let _ = trigger.send(ObjectRef::new_with(check, ar.clone()).within(namespace));
+            }
+        }
+        !checks.is_empty()
+    }
+
     /// The Kubernetes client.
     pub fn client(&self) -> &kube::Client {
         &self.client
@@ -304,10 +355,12 @@ impl Context {
             self.allowed_roles(),
         )
         .await;
-        crate::gather::with_pod_identity(
+        crate::gather::pod_identity::with_pod_identity(
             self.aws(),
             self.cluster_name(),
             self.allowed_roles(),
+            Lookup::Cluster,
+            Some(&self.agents),
             &mut facts,
         )
         .await;

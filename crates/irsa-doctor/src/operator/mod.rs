@@ -3,6 +3,7 @@
 //! namespaces, and owns every task it starts: when one dies the operator exits with its error;
 //! on SIGTERM it stops its controllers, deletes in-flight probe pods and releases the Lease.
 
+mod associations;
 mod changes;
 mod context;
 mod error;

@@ -237,6 +237,23 @@ impl ServiceAccounts {
             .flatten()
     }
 
+    /// The names of the cached ServiceAccounts of `namespace`, for naming a near miss.
+    pub fn names_in(&self, namespace: &str) -> Vec<String> {
+        self.cache(namespace)
+            .and_then(|c| {
+                c.read()
+                    .0
+                    .get(namespace)
+                    .map(|accounts| accounts.keys().map(|n| n.to_string()).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `namespace` is watched.
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.cache(namespace).is_some()
+    }
+
     /// The namespace and name of every cached ServiceAccount that asks for IRSA (or nearly
     /// does): names only, so that a sweep materialises one namespace's ServiceAccounts at a
     /// time ([`ServiceAccounts::cached`]), not the cluster's.

@@ -63,6 +63,19 @@ async fn conclude(ctx: &Context, mut facts: Facts, pods: Fact<Pods>, spent: Dura
         .reconciled(Kind::ServiceAccount, spent + timer.elapsed());
 }
 
+/// Diagnoses an association whose ServiceAccount does not exist, naming the namespace's
+/// ServiceAccounts for the near miss; its verdict counts and goes to the PolicyReport (there is
+/// no ServiceAccount to carry an Event).
+pub async fn diagnose_missing(ctx: &Context, namespace: &str, name: &str) {
+    let timer = Stopwatch::start();
+    let mut facts = ctx.gather(namespace, name, Fact::Known(None), None).await;
+    facts.namespace_service_accounts = ctx.service_accounts().names_in(namespace);
+    let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
+    ctx.record_service_account(namespace, name, &report).await;
+    ctx.metrics()
+        .reconciled(Kind::ServiceAccount, timer.elapsed());
+}
+
 /// Diagnoses every swept ServiceAccount and publishes the verdict counts.
 pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concurrency: usize) {
     let timer = Stopwatch::start();
@@ -72,7 +85,9 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
     }
     let mut wanting = ctx.service_accounts().wanting_irsa();
     // ServiceAccounts with an EKS Pod Identity association ask for a role too, annotated or not:
-    // one paginated list of the cluster's associations per sweep (cached).
+    // one paginated list of the cluster's associations per sweep (cached). An association whose
+    // ServiceAccount does not exist is diagnosed too: its pods run as the node's role.
+    let mut missing = Vec::new();
     if let Some(cluster) = ctx.cluster_name() {
         match ctx
             .aws()
@@ -80,24 +95,37 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
             .await
         {
             Ok(associations) => {
+                ctx.set_associated(
+                    associations
+                        .iter()
+                        .map(|a| (a.namespace.clone(), a.service_account.clone()))
+                        .collect(),
+                );
                 let known: HashSet<(String, String)> = wanting.iter().cloned().collect();
                 let pairs: std::collections::BTreeSet<(String, String)> = associations
                     .into_iter()
                     .map(|a| (a.namespace, a.service_account))
                     .filter(|pair| !known.contains(pair))
-                    .filter(|(namespace, name)| {
-                        ctx.service_accounts().cached(namespace, name).is_some()
-                    })
+                    .filter(|(namespace, _)| ctx.service_accounts().watches(namespace))
                     .collect();
-                wanting.extend(pairs);
+                for (namespace, name) in pairs {
+                    if ctx.service_accounts().cached(&namespace, &name).is_some() {
+                        wanting.push((namespace, name));
+                    } else {
+                        missing.push((namespace, name));
+                    }
+                }
             }
             Err(u) => {
                 tracing::warn!(detail = %u.detail, "listing EKS Pod Identity associations failed")
             }
         }
     }
+    for (namespace, name) in &missing {
+        diagnose_missing(ctx, namespace, name).await;
+    }
     // Counts and Event memory cover every IRSA ServiceAccount, those an IrsaCheck diagnoses too.
-    let live: HashSet<(String, String)> = wanting.iter().cloned().collect();
+    let live: HashSet<(String, String)> = wanting.iter().chain(&missing).cloned().collect();
     // Those an IrsaCheck names report through their check. Names only, by namespace: each
     // namespace's ServiceAccounts are read from the cache when it is swept.
     let mut by_namespace: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -24,7 +24,7 @@ use super::reconcile::{error_policy, reconcile, resource};
 use super::service_accounts::{strip, Cache, SaMeta, ServiceAccounts};
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
-use super::{changes, status, sweep};
+use super::{associations, changes, status, sweep};
 use crate::cli::args::RunArgs;
 
 type SaEvents = BoxStream<'static, Result<watcher::Event<SaMeta>, watcher::Error>>;
@@ -145,8 +145,9 @@ impl Watches {
         namespaces: &[WatchNamespace],
     ) {
         let concurrency = usize::from(args.concurrency).max(1);
-        for scope in self.scopes {
+        for (scope, namespace) in self.scopes.into_iter().zip(namespaces) {
             let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<DynamicObject>>();
+            ctx.register_trigger(namespace.clone(), trigger.clone());
             let triggers = futures::stream::unfold(triggers, |mut rx| async move {
                 rx.recv().await.map(|r| (r, rx))
             });
@@ -171,6 +172,15 @@ impl Watches {
             tasks.spawn(async move {
                 policy_report::run(ctx, namespaces, mode).await;
                 ("PolicyReport writer", Ok(()))
+            });
+        }
+        if let Some(cluster) = ctx.cluster_name().map(str::to_string) {
+            let (ctx, synced) = (ctx.clone(), self.all_synced.clone());
+            let poll = args.association_poll_interval;
+            tasks.spawn(async move {
+                synced.done().await;
+                associations::run(ctx, cluster, poll).await;
+                ("EKS Pod Identity association poller", Ok(()))
             });
         }
         let (ctx, synced) = (ctx.clone(), self.all_synced.clone());
