@@ -594,7 +594,12 @@ async fn check_reports_nodes_whose_instance_role_pods_can_fall_back_to() {
                 "serviceAccountName": "s3-reader",
                 "nodeName": node,
                 "hostNetwork": host_network,
-                "containers": [{"name": "app", "image": "registry.example/app:1"}]
+                // As the webhook would have injected them (this cluster runs none): the pods
+                // have the role, and only their nodes are in question.
+                "containers": [{"name": "app", "image": "registry.example/app:1", "env": [
+                    {"name": "AWS_ROLE_ARN", "value": format!("arn:aws:iam::{ACCOUNT}:role/s3-reader")},
+                    {"name": "AWS_WEB_IDENTITY_TOKEN_FILE",
+                     "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}]}]
             }
         }))
         .unwrap();
