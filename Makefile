@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-lint bench-kube-sim demo lint-examples crd clean deny deny-snapshot
+.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-lint demo lint-examples crd clean deny deny-snapshot
 
 # Tools the tests need, built or fetched by this Makefile into an ignored folder.
 TOOLS := .tools
@@ -157,8 +157,8 @@ deny-snapshot:
 # The scale benchmark on the real control plane: 10,000 ServiceAccounts, 50,000 pods, 200
 # IrsaChecks, 20 seeded faults, the real operator as the chart's ServiceAccount, then 2x runs for
 # the memory slopes; prints each figure next to its target, writes target/bench/scale.json and
-# fails when a target is missed. BENCH_ARGS adds options, e.g. BENCH_ARGS="--aws-rate 20",
-# "--quick", or "--kube-sim" to run against kube-sim instead.
+# fails when a target is missed. BENCH_ARGS adds options, e.g. BENCH_ARGS="--aws-rate 20" or
+# "--quick".
 bench: venv tools control-plane
 	$(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- $(BENCH_ARGS)
 
@@ -170,10 +170,6 @@ bench-aws: venv
 # variables, …), each answered within 1 s: the slowest of three runs next to the target.
 bench-lint:
 	$(CARGO) bench -p irsa-doctor --bench lint_input
-
-# kube-sim's request rates through the real kube-rs client: 10,000 ServiceAccounts, 50,000 pods.
-bench-kube-sim:
-	$(CARGO) bench -p kube-sim --bench throughput
 
 # A simulated EKS cluster (kube-sim + moto), the real operator, what a user would see.
 demo: venv tools

@@ -8,6 +8,8 @@
 
 pub mod audit;
 pub mod binaries;
+pub mod eks;
+pub mod faults;
 pub mod kubeconfig;
 pub mod node;
 pub mod pki;
@@ -35,8 +37,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Options {
     /// The service-account issuer; an EKS-shaped URL with a fresh id when `None`.
     pub issuer: Option<String>,
-    /// Also run kube-controller-manager (ServiceAccount, token, garbage-collector and namespace
-    /// controllers).
+    /// Also run kube-controller-manager (ServiceAccount, token, garbage-collector, namespace,
+    /// Deployment, ReplicaSet and root-CA publisher controllers).
     pub controller_manager: bool,
 }
 
@@ -195,7 +197,7 @@ impl ControlPlane {
                 std::process::Command::new(&bin.kube_controller_manager).args([
                     &format!("--kubeconfig={}", plane.kubeconfig.display()),
                     "--leader-elect=false",
-                    "--controllers=serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,namespace-controller",
+                    "--controllers=serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller",
                     "--use-service-account-credentials=false",
                     &format!("--service-account-private-key-file={}", sa_key.display()),
                     "--bind-address=127.0.0.1",

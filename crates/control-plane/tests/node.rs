@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use control_plane::node::NodeAgent;
+use control_plane::node::{KubeletOptions, Script, ScriptFn};
 use control_plane::webhook::PodIdentityWebhook;
+use control_plane::webhook::WebhookOptions;
 use control_plane::ControlPlane;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
-use kube_sim::{KubeletOptions, Script, WebhookOptions};
 use serde_json::{json, Value};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/x";
@@ -85,7 +86,7 @@ async fn webhook_mutates_and_node_agent_runs_pods() {
         "webhook registered and called after {:?}",
         started.elapsed()
     );
-    let script: kube_sim::ScriptFn =
+    let script: ScriptFn =
         Arc::new(
             |pod: &Value| match pod["metadata"]["labels"]["script"].as_str()? {
                 "hang" => Some(Script::Hang),
@@ -103,6 +104,7 @@ async fn webhook_mutates_and_node_agent_runs_pods() {
         KubeletOptions {
             extra_env: vec![("EXTRA".into(), "from-options".into())],
             script: Some(script),
+            ..KubeletOptions::default()
         },
     )
     .await

@@ -1,5 +1,5 @@
 //! Scale benchmark on the real control plane (kube-apiserver, etcd and kube-controller-manager
-//! from `make control-plane`; kube-sim with `--kube-sim`): 10,000 annotated ServiceAccounts over
+//! from `make control-plane`): 10,000 annotated ServiceAccounts over
 //! 1,000 roles in 100 namespaces, 50,000 pods (Pending: there is no node), 200 IrsaChecks, AWS
 //! from moto behind a proxy that adds latency, the real operator running as the chart's
 //! ServiceAccount with the chart's RBAC. A second run at 2× ServiceAccounts and 2× pods, and a
@@ -13,7 +13,7 @@
 //! Options: `--aws-latency-ms N` (default 20), `--aws-rate N` (the operator's `--aws-rate`,
 //! default 30: the cold sweep's 1,003 calls then take at least 33 s, so an annotation change
 //! lands in the middle of it), `--quick` (one run at a small size), `--one-run` (the full size
-//! once, no slopes), `--kube-sim`. To profile the operator: `BENCH_OPERATOR_BIN` (a build with
+//! once, no slopes). To profile the operator: `BENCH_OPERATOR_BIN` (a build with
 //! symbols) and `BENCH_OPERATOR_PREFIX` (e.g. `heaptrack -o /tmp/op`).
 
 use std::collections::BTreeMap;
@@ -28,7 +28,6 @@ use irsa_doctor::api::{IrsaCheck, IrsaCheckSpec, ProbeSpec};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube_sim::KubeSim;
 use serde_json::{json, Value};
 use test_support::cluster::{Cluster, ClusterOptions, TestCluster};
 use test_support::moto::{slow_proxy, Moto};
@@ -49,7 +48,6 @@ struct Size {
 #[derive(Debug, Clone, Copy)]
 struct Setup {
     full: bool,
-    kube_sim: bool,
     latency: Duration,
     aws_rate: u64,
 }
@@ -465,9 +463,7 @@ async fn run(size: Size, setup: Setup) -> Figures {
         slow_proxy(moto_port, setup.latency, setup.aws_rate * 4).await
     );
     let admin = Clients::new(&moto.loader().load().await);
-    let api: Box<dyn TestCluster> = if setup.kube_sim {
-        Box::new(KubeSim::start().await.unwrap())
-    } else {
+    let api: Box<dyn TestCluster> = {
         Box::new(
             Cluster::start(ClusterOptions {
                 without_node: true,
@@ -568,8 +564,7 @@ async fn run(size: Size, setup: Setup) -> Figures {
     }
     let setup_s = started_setup.elapsed().as_secs_f64();
     eprintln!(
-        "set-up ({}): {} roles, {} ServiceAccounts, {} pods, {} IrsaChecks, {} faults in {setup_s:.1}s",
-        if setup.kube_sim { "kube-sim" } else { "kube-apiserver" },
+        "set-up (kube-apiserver): {} roles, {} ServiceAccounts, {} pods, {} IrsaChecks, {} faults in {setup_s:.1}s",
         size.roles,
         size.service_accounts,
         size.pods,
@@ -813,7 +808,6 @@ async fn main() {
     let full = args.iter().any(|a| a == "--bench") && !quick;
     let setup = Setup {
         full,
-        kube_sim: args.iter().any(|a| a == "--kube-sim"),
         latency: Duration::from_millis(arg(&args, "--aws-latency-ms").unwrap_or(20)),
         aws_rate: arg(&args, "--aws-rate").unwrap_or(if full { 30 } else { 1000 }),
     };
@@ -858,8 +852,7 @@ async fn main() {
 
     let mut t = Table { missed: Vec::new() };
     println!(
-        "\nirsa-doctor scale on {}: {} ServiceAccounts over {} roles in {} namespaces, {} pods, {} IrsaChecks, {} seeded faults; AWS +{} ms/call, operator --aws-rate {}",
-        if setup.kube_sim { "kube-sim".to_string() } else { "kube-apiserver v1.36.3".to_string() },
+        "\nirsa-doctor scale on kube-apiserver v1.36.3: {} ServiceAccounts over {} roles in {} namespaces, {} pods, {} IrsaChecks, {} seeded faults; AWS +{} ms/call, operator --aws-rate {}",
         base.service_accounts, base.roles, base.namespaces, base.pods, base.checks, FAULTS.len(),
         setup.latency.as_millis(), setup.aws_rate
     );
@@ -1040,7 +1033,7 @@ async fn main() {
         .join("bench");
     let _ = std::fs::create_dir_all(&target);
     let report = json!({
-        "apiServer": if setup.kube_sim { "kube-sim" } else { "kube-apiserver v1.36.3" },
+        "apiServer": "kube-apiserver v1.36.3",
         "awsLatencyMs": setup.latency.as_millis() as u64,
         "awsRate": setup.aws_rate,
         "runs": [one, two.unwrap_or_default(), pods_only.unwrap_or_default()],

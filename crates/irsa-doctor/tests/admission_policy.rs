@@ -174,10 +174,10 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
     // pod identity webhook (so that the admitted probe carries its token volume and env), no node
     // (pods stay Pending: nothing runs).
     let cluster = Cluster::start(ClusterOptions {
-        webhook: Some(kube_sim::WebhookOptions {
+        webhook: Some(control_plane::webhook::WebhookOptions {
             region: Some("us-east-1".into()),
             regional_sts: true,
-            ..kube_sim::WebhookOptions::default()
+            ..control_plane::webhook::WebhookOptions::default()
         }),
         without_node: true,
         ..ClusterOptions::default()

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use control_plane::node::{KubeletOptions, Script};
+use control_plane::webhook::WebhookOptions;
 use irsa_aws::Clients;
 use irsa_core::text::escape_untrusted;
 use irsa_doctor::api::{IrsaCheck, IrsaCheckSpec, SpecError};
@@ -18,7 +20,6 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use kube_sim::{KubeletOptions, Script, WebhookOptions};
 use serde_json::{json, Value};
 
 /// An annotation value that recolours a terminal (ESC [31m) and reverses what follows (U+202E).
@@ -173,6 +174,7 @@ async fn probe_pods_are_told_apart_by_owner_not_label() {
         node: KubeletOptions {
             extra_env: Vec::new(),
             script: Some(Arc::new(idle)),
+            ..KubeletOptions::default()
         },
         webhook: Some(WebhookOptions::default()),
         ..ClusterOptions::default()

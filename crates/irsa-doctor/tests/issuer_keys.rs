@@ -1,8 +1,8 @@
 //! The issuer's discovery document and JWKS over real HTTPS: a local server with a CA and
-//! serving certificate generated on the spot, the API server's keys from kube-sim's
+//! serving certificate generated on the spot, the real API server's keys from its
 //! `/openid/v1/jwks`, thumbprints computed independently with `openssl` (as AWS's "Obtaining the
 //! thumbprint for an OpenID Connect identity provider" does), and `irsa-doctor check` end to end
-//! against kube-sim and moto.
+//! against the real control plane and moto.
 
 mod common;
 
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use control_plane::pki::{Ca, ServingCert};
+use control_plane::ControlPlane;
 use irsa_aws::Clients;
 use irsa_core::issuer_keys::{IssuerKeys, Published};
 use irsa_core::{
@@ -19,7 +20,6 @@ use irsa_core::{
     ServiceAccount, Status,
 };
 use irsa_doctor::gather::issuer_keys::{self, IssuerTrust};
-use kube_sim::KubeSim;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_rustls::rustls;
@@ -230,14 +230,15 @@ async fn published_keys_are_compared_with_the_api_servers_and_the_chain_with_thu
     let server = TestIssuer::start(&cert, ca.cert_pem()).await;
     let (_dir, ca_file) = trust_file(&ca);
     let trust = IssuerTrust::new(Some(&ca_file)).unwrap();
-    let sim = KubeSim::start().await.unwrap();
-    let cluster_keys = issuer_keys::cluster_keys(&sim.client()).await;
+    let sim = ControlPlane::start().await.unwrap();
+    let cluster_keys = issuer_keys::cluster_keys(&sim.client().unwrap()).await;
     let Fact::Known(listed) = &cluster_keys else {
-        panic!("kube-sim serves /openid/v1/jwks: {cluster_keys:?}");
+        panic!("the API server serves /openid/v1/jwks: {cluster_keys:?}");
     };
     assert_eq!(listed.len(), 1);
     let cluster_jwks: Value = sim
         .client()
+        .unwrap()
         .request(
             http::Request::get("/openid/v1/jwks")
                 .body(Vec::new())
@@ -376,9 +377,10 @@ async fn check_reports_a_rotated_signing_key_end_to_end() {
     let ca = Ca::new("issuer-test-ca").unwrap();
     let server = TestIssuer::start(&ca.serving_cert().unwrap(), ca.cert_pem()).await;
     let (_dir, ca_file) = trust_file(&ca);
-    let sim = KubeSim::start().await.unwrap();
+    let sim = ControlPlane::start().await.unwrap();
     let cluster_jwks: Value = sim
         .client()
+        .unwrap()
         .request(
             http::Request::get("/openid/v1/jwks")
                 .body(Vec::new())
@@ -407,7 +409,7 @@ async fn check_reports_a_rotated_signing_key_end_to_end() {
         .await
         .unwrap();
     let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        kube::Api::namespaced(sim.client(), "default");
+        kube::Api::namespaced(sim.client().unwrap(), "default");
     let sa: k8s_openapi::api::core::v1::ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "s3-reader", "annotations":
         {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::{ACCOUNT}:role/s3-reader")}}}))

@@ -1,6 +1,6 @@
-//! End to end: the real `irsa-doctor run` binary against kube-sim (the real kube-rs client over
-//! HTTP) and moto (the real AWS SDK), asserting conditions, Events, metrics, recovery, outage
-//! handling and leader election; and `irsa-doctor check` against the same simulators.
+//! End to end: the real `irsa-doctor run` binary against the real control plane and moto (the
+//! real AWS SDK), asserting conditions, Events, metrics, recovery, outage handling and leader
+//! election; and `irsa-doctor check` against the same.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! End to end, issue of record: the probe pod and the workload audit. kube-sim's webhook and
-//! kubelet run the probe pod as a local process — the real `aws` CLI with the injected env and
+//! End to end, issue of record: the probe pod and the workload audit. The webhook emulation and
+//! the node agent run the probe pod as a local process — the real `aws` CLI with the injected env and
 //! token, against moto — or play the AWS CLI's real error outputs; the real operator binary
 //! reads the outcome.
 
@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use control_plane::node::{KubeletOptions, Script};
+use control_plane::webhook::WebhookOptions;
 use irsa_aws::Clients;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube_sim::{KubeletOptions, Script, WebhookOptions};
 use serde_json::{json, Value};
 
 const PROBE_LABEL: &str = "irsa-doctor.io/probe=true";
@@ -56,6 +57,7 @@ async fn sim_with(moto_url: &str, extra: Vec<(String, String)>) -> Cluster {
         node: KubeletOptions {
             extra_env: env,
             script: Some(Arc::new(scripted)),
+            ..KubeletOptions::default()
         },
         webhook: Some(webhook),
         ..ClusterOptions::default()

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use control_plane::node::{KubeletOptions, Script, ScriptFn};
 use futures::StreamExt;
 use irsa_aws::Clients;
 use irsa_doctor::api::{IrsaCheck, IrsaCheckSpec};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
-use kube_sim::{KubeletOptions, Script};
 use serde_json::{json, Value};
 
 /// What another cluster's provider, another namespace's subject and the statement's Sid look
@@ -298,13 +298,14 @@ async fn a_role_that_does_not_trust_the_service_account_is_not_described_simulat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_probes_of_one_namespace_do_not_stall_another() {
     const FLOOD: usize = 500;
-    let hang_probes: kube_sim::ScriptFn = Arc::new(|pod: &Value| {
+    let hang_probes: ScriptFn = Arc::new(|pod: &Value| {
         (!pod["metadata"]["labels"]["irsa-doctor.io/probe"].is_null()).then_some(Script::Hang)
     });
     let cluster = Cluster::start(ClusterOptions {
         node: KubeletOptions {
             extra_env: Vec::new(),
             script: Some(hang_probes),
+            ..KubeletOptions::default()
         },
         ..ClusterOptions::default()
     })

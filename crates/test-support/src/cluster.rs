@@ -3,19 +3,19 @@
 //! `helm template | kubectl apply --server-side`, the operator authenticating as the chart's
 //! ServiceAccount, a node agent that runs pods as local processes and serves their logs, and
 //! the pod identity webhook's emulation registered as a real admission webhook.
-//! [`TestCluster`] lets fixtures serve kube-sim too, where a test needs its fault injection.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use control_plane::node::KubeletOptions;
 use control_plane::node::NodeAgent;
 use control_plane::webhook::PodIdentityWebhook;
+use control_plane::webhook::WebhookOptions;
 use control_plane::ControlPlane;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube_sim::{KubeSim, KubeletOptions, WebhookOptions};
 
 use crate::wait::eventually;
 
@@ -39,28 +39,6 @@ pub trait TestCluster {
         &self,
         agent: &str,
     ) -> std::collections::BTreeMap<(String, String, String), u64>;
-}
-
-impl TestCluster for KubeSim {
-    fn client(&self) -> kube::Client {
-        KubeSim::client(self)
-    }
-    fn kubeconfig_path(&self) -> &Path {
-        KubeSim::kubeconfig_path(self)
-    }
-    /// kube-sim enforces no RBAC: the operator runs as the admin.
-    fn operator_kubeconfig(&self) -> &Path {
-        KubeSim::kubeconfig_path(self)
-    }
-    fn issuer(&self) -> &str {
-        KubeSim::issuer(self)
-    }
-    fn requests_from(
-        &self,
-        agent: &str,
-    ) -> std::collections::BTreeMap<(String, String, String), u64> {
-        KubeSim::requests_from(self, agent)
-    }
 }
 
 /// How to start a [`Cluster`].

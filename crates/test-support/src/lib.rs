@@ -3,7 +3,7 @@
 
 pub mod cluster;
 pub mod corpus;
-pub mod eks;
+pub use control_plane::eks;
 pub mod moto;
 pub mod net;
 pub mod operator;

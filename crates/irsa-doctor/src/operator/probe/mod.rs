@@ -397,16 +397,18 @@ impl Prober {
 mod tests {
     use super::pod::tests::{check, config};
     use super::*;
+    use control_plane::faults::FaultProxy;
+    use control_plane::node::{KubeletOptions, NodeAgent, Script, ScriptFn};
+    use control_plane::ControlPlane;
     use kube::api::ListParams;
     use serde_json::json;
 
     /// The orphan sweep removes a probe pod no run owns, and no pod that merely looks like one.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_sweep_removes_only_probe_pods() {
-        let sim = kube_sim::KubeSim::start_with(kube_sim::Options::default())
-            .await
-            .unwrap();
-        let client = sim.client();
+        let plane = ControlPlane::start().await.unwrap();
+        let proxy = FaultProxy::start(&plane).await.unwrap();
+        let client = proxy.client().unwrap();
         let prober = Prober::new(client.clone(), config());
         let mut check = check();
         check.metadata.namespace = Some("default".into());
@@ -417,6 +419,17 @@ mod tests {
         let mut misnamed = orphan.clone();
         misnamed.metadata.name = Some("other".into());
         let container = json!([{"name": "app", "image": "busybox"}]);
+        // A real owner: the garbage collector deletes pods whose owner does not exist.
+        let worker: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "worker"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "worker"}},
+                     "template": {"metadata": {"labels": {"app": "worker"}}, "spec": {"containers": container}}}}))
+        .unwrap();
+        let worker =
+            Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(client.clone(), "default")
+                .create(&PostParams::default(), &worker)
+                .await
+                .unwrap();
         let lookalikes = [
             // The labels copied, no owner.
             json!({"metadata": {"name": "decoy", "labels": {PROBE_LABEL: "true", crate::api::CHECK_LABEL: uid}},
@@ -424,7 +437,7 @@ mod tests {
             // The label on a workload.
             json!({"metadata": {"name": "worker-7d9f", "labels": {PROBE_LABEL: "true"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "worker",
-                    "uid": "5f1c0000-0000-4000-8000-000000000000", "controller": true}]},
+                    "uid": worker.metadata.uid, "controller": true}]},
                 "spec": {"containers": container}}),
         ];
         for pod in lookalikes
@@ -447,37 +460,40 @@ mod tests {
         assert_eq!(left, ["decoy", "other", "worker-7d9f"]);
 
         // No probe started since: the next sweep has nothing new to find and lists nothing.
-        let before = sim.request_count("list", "pods");
+        let before = proxy.request_count("list", "pods");
         assert_eq!(prober.sweep_orphans(&[WatchNamespace::All]).await, 0);
         assert_eq!(
-            sim.request_count("list", "pods"),
+            proxy.request_count("list", "pods"),
             before,
             "a sweep with nothing new to find"
         );
     }
 
-    /// 200 probe runs while the API server fails creates, deletes, log reads and watches now
-    /// and then: no run leaves a probe pod behind once the orphan sweep has passed, and there
-    /// is never more than one probe pod for the check.
+    /// 200 probe runs while the API server (through a fault-injecting proxy) fails creates,
+    /// deletes, log reads and watches now and then, and the node agent runs each probe pod as a
+    /// scripted outcome: no run leaves a probe pod behind once the orphan sweep has passed, and
+    /// there is never more than one probe pod for the check.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn faults_leave_no_probe_pod_behind() {
-        let script: kube_sim::ScriptFn = std::sync::Arc::new(|_| {
-            Some(kube_sim::Script::Exit {
+        let script: ScriptFn = std::sync::Arc::new(|_| {
+            Some(Script::Exit {
                 log: r#"{"Arn": "arn:aws:sts::111122223333:assumed-role/s3-reader/s"}"#.into(),
                 code: 0,
                 after: Duration::from_millis(5),
             })
         });
-        let sim = kube_sim::KubeSim::start_with(kube_sim::Options {
-            kubelet: Some(kube_sim::KubeletOptions {
-                extra_env: Vec::new(),
+        let plane = ControlPlane::start().await.unwrap();
+        let _node = NodeAgent::start(
+            &plane,
+            KubeletOptions {
                 script: Some(script),
-            }),
-            ..kube_sim::Options::default()
-        })
+                ..KubeletOptions::default()
+            },
+        )
         .await
         .unwrap();
-        let client = sim.client();
+        let sim = FaultProxy::start(&plane).await.unwrap();
+        let client = sim.client().unwrap();
         let prober = Prober::new(client.clone(), config());
         let mut check = check();
         check.metadata.namespace = Some("default".into());

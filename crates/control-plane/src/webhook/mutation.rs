@@ -1,11 +1,12 @@
 //! Emulation of the EKS pod identity webhook (github.com/aws/amazon-eks-pod-identity-webhook), the
-//! mutating admission webhook that injects IRSA credentials into pods on CREATE. It runs on create
-//! only, so a pod created before its ServiceAccount got the role annotation stays un-injected
-//! until it is recreated, as in real clusters.
+//! mutating admission webhook that injects credentials into pods on CREATE: IRSA's web identity
+//! for a ServiceAccount annotated with a role, or EKS Pod Identity's container credentials for
+//! one that has an association (which takes precedence, as upstream's `buildPodPatchConfig`
+//! does). It runs on create only, so a pod created before its ServiceAccount got the role
+//! annotation or the association stays un-injected until it is recreated, as in real clusters.
 //!
-//! Only the STS web identity (IRSA) path is emulated, not EKS Pod Identity's container credentials.
-//! The rules follow upstream `pkg/handler/handler.go` and `pkg/cache/cache.go`; each place that
-//! mirrors a non-obvious upstream rule says so.
+//! The rules follow upstream `pkg/handler/handler.go`, `pkg/cache/cache.go` and
+//! `pkg/containercredentials`; each place that mirrors a non-obvious upstream rule says so.
 
 use serde_json::{json, Map, Value};
 
@@ -36,7 +37,20 @@ pub const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 86400;
 /// Shortest token lifetime; shorter annotated values are raised to it (kube-apiserver's minimum).
 pub const MIN_TOKEN_EXPIRATION_SECONDS: i64 = 600;
 
+/// EKS Pod Identity: the audience of its token (upstream `--container-credentials-audience`).
+pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
+/// EKS Pod Identity: where its token is mounted.
+pub const POD_IDENTITY_MOUNT_PATH: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
+/// EKS Pod Identity: the projected volume's name, and the token's file name in it.
+pub const POD_IDENTITY_TOKEN_VOLUME: &str = "eks-pod-identity-token";
+/// EKS Pod Identity: the agent's endpoint (upstream `--container-credentials-full-uri`).
+pub const POD_IDENTITY_FULL_URI: &str = "http://169.254.170.23/v1/credentials";
+/// The label upstream adds to pods it gives container credentials.
+pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
+
 const ROLE_ARN_ENV: &str = "AWS_ROLE_ARN";
+const FULL_URI_ENV: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+const AUTHORIZATION_TOKEN_FILE_ENV: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 const TOKEN_FILE_ENV: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
 const REGION_ENV: &str = "AWS_REGION";
 const DEFAULT_REGION_ENV: &str = "AWS_DEFAULT_REGION";
@@ -109,22 +123,42 @@ pub fn mutate_pod_with_options(
     service_account: Option<&Value>,
     options: &WebhookOptions,
 ) {
+    mutate_pod_for(pod, service_account, options, false);
+}
+
+/// Mutates `pod` as [`mutate_pod_with_options`] does, except that when `associated` (an EKS Pod
+/// Identity association names the pod's ServiceAccount) the pod gets container credentials
+/// instead of IRSA, whatever the ServiceAccount's annotation says (upstream gives the container
+/// credentials configuration precedence), and the label [`POD_IDENTITY_LABEL`].
+pub fn mutate_pod_for(
+    pod: &mut Value,
+    service_account: Option<&Value>,
+    options: &WebhookOptions,
+    associated: bool,
+) {
     if metadata_map(pod, "labels").is_some_and(|labels| labels.contains_key(SKIP_POD_LABEL)) {
         return;
     }
-    let Some(sa_annotations) = service_account.and_then(|sa| metadata_map(sa, "annotations"))
-    else {
-        return;
-    };
+    let empty = Map::new();
+    let sa_annotations = service_account
+        .and_then(|sa| metadata_map(sa, "annotations"))
+        .unwrap_or(&empty);
     // Upstream mutates only when the cached role is non-empty, so an empty annotation is no role.
-    let Some(role_arn) = annotation(sa_annotations, ROLE_ARN_ANNOTATION).filter(|a| !a.is_empty())
-    else {
-        return;
+    let role_arn = annotation(sa_annotations, ROLE_ARN_ANNOTATION).filter(|a| !a.is_empty());
+    let credentials = match (associated, role_arn) {
+        (true, _) => Credentials::Container,
+        (false, Some(role)) if service_account.is_some() => {
+            Credentials::WebIdentity(role.to_owned())
+        }
+        _ => return,
     };
     // Presence, not emptiness, decides: upstream takes an empty audience annotation as given.
-    let audience = annotation(sa_annotations, AUDIENCE_ANNOTATION)
-        .unwrap_or(&options.default_audience)
-        .to_owned();
+    let audience = match credentials {
+        Credentials::Container => POD_IDENTITY_AUDIENCE.to_owned(),
+        Credentials::WebIdentity(_) => annotation(sa_annotations, AUDIENCE_ANNOTATION)
+            .unwrap_or(&options.default_audience)
+            .to_owned(),
+    };
     let regional_sts = annotation(sa_annotations, STS_REGIONAL_ENDPOINTS_ANNOTATION)
         .and_then(parse_go_bool)
         .unwrap_or(options.regional_sts);
@@ -143,13 +177,36 @@ pub fn mutate_pod_with_options(
         .and_then(first_csv_record)
         .unwrap_or_default();
 
+    if credentials == Credentials::Container {
+        if let Some(metadata) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+            let labels = metadata
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(POD_IDENTITY_LABEL.to_owned(), json!("enabled"));
+            }
+        }
+    }
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
+    let (volume_name, mount_path, token_name) = match credentials {
+        Credentials::Container => (
+            POD_IDENTITY_TOKEN_VOLUME,
+            POD_IDENTITY_MOUNT_PATH.to_owned(),
+            POD_IDENTITY_TOKEN_VOLUME,
+        ),
+        Credentials::WebIdentity(_) => (
+            TOKEN_VOLUME_NAME,
+            options.mount_path.clone(),
+            TOKEN_FILE_NAME,
+        ),
+    };
     let injection = Injection {
-        role_arn: role_arn.to_owned(),
-        token_file: token_file_path(&options.mount_path, spec),
-        mount_path: options.mount_path.clone(),
+        token_file: token_file_path(&mount_path, token_name, spec),
+        credentials: credentials.clone(),
+        volume_name,
+        mount_path,
         region: options.region.clone().filter(|r| !r.is_empty()),
         regional_sts,
     };
@@ -166,16 +223,16 @@ pub fn mutate_pod_with_options(
     }
 
     let volume = json!({
-        "name": TOKEN_VOLUME_NAME,
+        "name": volume_name,
         "projected": {"sources": [{"serviceAccountToken": {
             "audience": audience,
             "expirationSeconds": token_expiration,
-            "path": TOKEN_FILE_NAME,
+            "path": token_name,
         }}]},
     });
     match spec.get_mut("volumes").and_then(Value::as_array_mut) {
         Some(volumes) => {
-            if !volumes.iter().any(|v| has_name(v, TOKEN_VOLUME_NAME)) {
+            if !volumes.iter().any(|v| has_name(v, volume_name)) {
                 // Upstream's patch is `add /spec/volumes/0`: the token volume goes first.
                 volumes.insert(0, volume);
             }
@@ -186,10 +243,21 @@ pub fn mutate_pod_with_options(
     }
 }
 
+/// Which credentials the webhook injects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Credentials {
+    /// IRSA: `AWS_ROLE_ARN` (this role) and `AWS_WEB_IDENTITY_TOKEN_FILE`.
+    WebIdentity(String),
+    /// EKS Pod Identity: `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
+    Container,
+}
+
 /// What gets injected into each container of one pod.
 struct Injection {
-    role_arn: String,
+    credentials: Credentials,
     token_file: String,
+    volume_name: &'static str,
     mount_path: String,
     region: Option<String>,
     regional_sts: bool,
@@ -211,10 +279,14 @@ impl Injection {
             })
             .unwrap_or_default();
         let defines = |keys: &[&str]| names.iter().any(|n| keys.contains(&n.as_str()));
-        let web_identity_defined = defines(&[ROLE_ARN_ENV, TOKEN_FILE_ENV]);
+        // Upstream looks only at the variables of the credentials it injects.
+        let credentials_defined = match self.credentials {
+            Credentials::WebIdentity(_) => defines(&[ROLE_ARN_ENV, TOKEN_FILE_ENV]),
+            Credentials::Container => defines(&[FULL_URI_ENV, AUTHORIZATION_TOKEN_FILE_ENV]),
+        };
         let region_defined = defines(&[REGION_ENV, DEFAULT_REGION_ENV]);
         let sts_defined = defines(&[STS_ENV]);
-        if web_identity_defined && region_defined && sts_defined {
+        if credentials_defined && region_defined && sts_defined {
             return;
         }
 
@@ -226,18 +298,26 @@ impl Injection {
             added.push(env_var(DEFAULT_REGION_ENV, region));
             added.push(env_var(REGION_ENV, region));
         }
-        if !web_identity_defined {
-            added.push(env_var(ROLE_ARN_ENV, &self.role_arn));
-            added.push(env_var(TOKEN_FILE_ENV, &self.token_file));
+        if !credentials_defined {
+            match &self.credentials {
+                Credentials::WebIdentity(role_arn) => {
+                    added.push(env_var(ROLE_ARN_ENV, role_arn));
+                    added.push(env_var(TOKEN_FILE_ENV, &self.token_file));
+                }
+                Credentials::Container => {
+                    added.push(env_var(FULL_URI_ENV, POD_IDENTITY_FULL_URI));
+                    added.push(env_var(AUTHORIZATION_TOKEN_FILE_ENV, &self.token_file));
+                }
+            }
         }
         if !added.is_empty() {
             array_entry(container, "env").extend(added);
         }
 
         let mounts = array_entry(container, "volumeMounts");
-        if !mounts.iter().any(|m| has_name(m, TOKEN_VOLUME_NAME)) {
+        if !mounts.iter().any(|m| has_name(m, self.volume_name)) {
             mounts.push(json!({
-                "name": TOKEN_VOLUME_NAME,
+                "name": self.volume_name,
                 "readOnly": true,
                 "mountPath": self.mount_path,
             }));
@@ -247,8 +327,8 @@ impl Injection {
 
 /// The token path put in `AWS_WEB_IDENTITY_TOKEN_FILE`; upstream rewrites it as a Windows path
 /// (`C:\var\run\...`) for pods whose nodeSelector picks Windows nodes.
-fn token_file_path(mount_path: &str, spec: &Map<String, Value>) -> String {
-    let path = format!("{}/{TOKEN_FILE_NAME}", mount_path.trim_end_matches('/'));
+fn token_file_path(mount_path: &str, file: &str, spec: &Map<String, Value>) -> String {
+    let path = format!("{}/{file}", mount_path.trim_end_matches('/'));
     let selector = spec.get("nodeSelector");
     let windows = ["kubernetes.io/os", "beta.kubernetes.io/os"]
         .iter()
@@ -513,6 +593,50 @@ mod tests {
         p["metadata"]["annotations"] = json!({SKIP_POD_LABEL: "true"});
         let out = mutated(p, &role_sa());
         assert!(out["spec"]["volumes"].is_array());
+    }
+
+    #[test]
+    fn an_association_gets_container_credentials_instead_of_irsa() {
+        let mut p = simple_pod();
+        p["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "sidecar", "image": "envoy"}));
+        p["metadata"]["annotations"] = json!({SKIP_CONTAINERS_ANNOTATION: "sidecar"});
+        // The annotation names a role too: the association takes precedence, as upstream.
+        mutate_pod_for(&mut p, Some(&role_sa()), &eks_options(), true);
+        assert_eq!(p["metadata"]["labels"][POD_IDENTITY_LABEL], "enabled");
+        let app = &p["spec"]["containers"][0];
+        let env: Vec<(&str, &str)> = app["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .collect();
+        assert!(
+            env.contains(&(FULL_URI_ENV, POD_IDENTITY_FULL_URI)),
+            "{env:?}"
+        );
+        assert!(env.contains(&(
+            AUTHORIZATION_TOKEN_FILE_ENV,
+            "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"
+        )));
+        assert!(!env.iter().any(|(k, _)| *k == ROLE_ARN_ENV));
+        assert_eq!(app["volumeMounts"][0]["mountPath"], POD_IDENTITY_MOUNT_PATH);
+        assert!(p["spec"]["containers"][1]["env"].is_null(), "skipped");
+        assert_eq!(token_projection(&p)["audience"], POD_IDENTITY_AUDIENCE);
+        assert_eq!(p["spec"]["volumes"][0]["name"], POD_IDENTITY_TOKEN_VOLUME);
+        // A container setting one of them is left its own (upstream's containerCredentialsKeysDefined).
+        let mut own = simple_pod();
+        own["spec"]["containers"][0]["env"] = json!([{"name": FULL_URI_ENV, "value": "http://x"}]);
+        mutate_pod_for(
+            &mut own,
+            Some(&sa(json!({}))),
+            &WebhookOptions::default(),
+            true,
+        );
+        let names = env_names(&own["spec"]["containers"][0]);
+        assert_eq!(names, [FULL_URI_ENV]);
     }
 
     #[test]

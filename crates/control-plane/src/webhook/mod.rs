@@ -1,5 +1,6 @@
-//! The EKS pod identity webhook's mutation ([`kube_sim::webhook::mutate_pod_with_options`])
-//! served as a real mutating admission webhook: an HTTPS server on loopback answering
+//! The EKS pod identity webhook's mutation ([`mutation::mutate_pod_for`]: IRSA, and EKS Pod
+//! Identity for ServiceAccounts the EKS stand-in associates) served as a real mutating admission
+//! webhook: an HTTPS server on loopback answering
 //! AdmissionReview v1 with a JSONPatch, registered with the API server as the
 //! `MutatingWebhookConfiguration` EKS installs (`pod-identity-webhook`, webhook
 //! `iam-for-pods.amazonaws.com`, pods CREATE, `failurePolicy: Ignore`, an `objectSelector` that
@@ -25,13 +26,17 @@ use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube_sim::WebhookOptions;
 use serde_json::{json, Value};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::rustls;
 
+use crate::eks::Associated;
 use crate::pki;
 use crate::ControlPlane;
+
+pub mod mutation;
+
+pub use mutation::WebhookOptions;
 
 /// The `MutatingWebhookConfiguration`'s name, as EKS names it.
 pub const CONFIGURATION_NAME: &str = "pod-identity-webhook";
@@ -69,6 +74,8 @@ pub struct PodIdentityWebhook {
 struct HandlerState {
     client: kube::Client,
     options: WebhookOptions,
+    /// Which ServiceAccounts have an EKS Pod Identity association; none when `None`.
+    associated: Option<Associated>,
     reviews: AtomicU64,
     mutated: AtomicU64,
     probes: Mutex<HashSet<String>>,
@@ -85,11 +92,22 @@ impl PodIdentityWebhook {
         plane: &ControlPlane,
         options: WebhookOptions,
     ) -> anyhow::Result<PodIdentityWebhook> {
+        Self::start_with(plane, options, None).await
+    }
+
+    /// Like [`PodIdentityWebhook::start`]; pods of the ServiceAccounts `associated` names get EKS
+    /// Pod Identity's container credentials, as EKS's webhook gives them.
+    pub async fn start_with(
+        plane: &ControlPlane,
+        options: WebhookOptions,
+        associated: Option<Associated>,
+    ) -> anyhow::Result<PodIdentityWebhook> {
         let client = agent_client(plane, USER_AGENT).await?;
         let ca = pki::Ca::new("pod-identity-webhook-ca")?;
         let state = Arc::new(HandlerState {
             client: client.clone(),
             options,
+            associated,
             reviews: AtomicU64::new(0),
             mutated: AtomicU64::new(0),
             probes: Mutex::new(HashSet::new()),
@@ -252,7 +270,7 @@ fn configuration(url: &str, ca_pem: &str) -> Value {
                 "scope": "*",
             }],
             "objectSelector": {"matchExpressions": [{
-                "key": kube_sim::webhook::SKIP_POD_LABEL,
+                "key": mutation::SKIP_POD_LABEL,
                 "operator": "DoesNotExist",
             }]},
             "sideEffects": "None",
@@ -315,11 +333,11 @@ async fn mutate(State(state): State<Arc<HandlerState>>, body: Bytes) -> Response
             Ok(sa) => {
                 let sa = sa.and_then(|sa| serde_json::to_value(sa).ok());
                 let mut mutated = pod.clone();
-                kube_sim::webhook::mutate_pod_with_options(
-                    &mut mutated,
-                    sa.as_ref(),
-                    &state.options,
-                );
+                let associated = state
+                    .associated
+                    .as_ref()
+                    .is_some_and(|a| a(namespace, account));
+                mutation::mutate_pod_for(&mut mutated, sa.as_ref(), &state.options, associated);
                 let patch = json_patch::diff(pod, &mutated);
                 if !patch.0.is_empty() {
                     let patch = serde_json::to_vec(&patch).unwrap_or_default();

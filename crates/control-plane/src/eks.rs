@@ -31,6 +31,10 @@ pub struct StandInAssociation {
     pub created_at: f64,
 }
 
+/// Whether an association names `namespace/service_account` now: what the webhook emulation
+/// asks to give a pod EKS Pod Identity.
+pub type Associated = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// The associations served, each with its id (`a-<n>`), stable across deletions.
 type Associations = Arc<Mutex<Vec<(usize, StandInAssociation)>>>;
 
@@ -125,6 +129,18 @@ impl Eks {
             .lock()
             .unwrap()
             .retain(|(_, a)| !(a.namespace == namespace && a.service_account == service_account));
+    }
+
+    /// Whether an association names a ServiceAccount, as the stand-in serves them now.
+    pub fn associated(&self) -> Associated {
+        let associations = self.associations.clone();
+        Arc::new(move |namespace: &str, service_account: &str| {
+            associations
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, a)| a.namespace == namespace && a.service_account == service_account)
+        })
     }
 
     /// Installs an add-on, e.g. `eks-pod-identity-agent`.
