@@ -392,7 +392,7 @@ impl Diagnosis {
         else {
             return;
         };
-        let same_issuer = |p: &&crate::facts::OidcProvider| {
+        let same_issuer = |p: &&crate::fact::OidcProvider| {
             p.arn.host_path.eq_ignore_ascii_case(&expected.host_path)
         };
         let provider = providers
@@ -453,7 +453,7 @@ impl Diagnosis {
         &mut self,
         facts: &Facts,
         issuer: &crate::Issuer,
-        provider: Option<&crate::facts::OidcProvider>,
+        provider: Option<&crate::fact::OidcProvider>,
     ) -> String {
         let cond = C::OidcProviderValid;
         match &facts.issuer_keys {
@@ -1013,7 +1013,7 @@ impl Diagnosis {
         &mut self,
         role: &RoleArn,
         target: &RoleArn,
-        found: &Fact<Option<crate::facts::Role>>,
+        found: &Fact<Option<crate::fact::Role>>,
         a: &crate::pod_identity::Association,
     ) {
         let cond = C::TrustPolicyValid;
@@ -1096,7 +1096,7 @@ impl Diagnosis {
         &mut self,
         role: &RoleArn,
         target: &RoleArn,
-        permitted: &Fact<Vec<crate::facts::PermissionVerdict>>,
+        permitted: &Fact<Vec<crate::fact::PermissionVerdict>>,
     ) {
         let cond = C::PermissionsValid;
         match permitted {

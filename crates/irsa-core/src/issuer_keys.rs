@@ -8,7 +8,7 @@
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::facts::{Fact, OidcProvider};
+use crate::fact::{Fact, OidcProvider};
 use crate::issuer::Issuer;
 use crate::reason::Reason;
 
@@ -360,7 +360,7 @@ fn quote(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::arn::OidcProviderArn;
-    use crate::facts::Unavailable;
+    use crate::fact::Unavailable;
 
     const EKS: &str =
         "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE";

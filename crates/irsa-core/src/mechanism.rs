@@ -4,8 +4,10 @@
 //! ask here.
 
 use crate::annotations::ServiceAccount;
-use crate::facts::{Fact, Facts};
+use crate::fact::Fact;
+use crate::facts::Facts;
 use crate::pod_identity::PodIdentity;
+use crate::pods::PodAudit;
 use crate::workloads::Expected;
 
 /// The mechanism in force for one ServiceAccount.
@@ -53,6 +55,14 @@ pub fn in_force(facts: &Facts) -> InForce<'_> {
 }
 
 impl<'a> InForce<'a> {
+    /// The audit a ServiceAccount's pods get: counted when it passes them, kept otherwise.
+    pub fn pod_audit(&self) -> PodAudit<'a> {
+        match self.expected() {
+            Some(expected) => PodAudit::expecting(expected),
+            None => PodAudit::undecided(),
+        }
+    }
+
     /// What the workload audit expects every container to get.
     pub fn expected(&self) -> Option<Expected<'a>> {
         match *self {
@@ -104,6 +114,8 @@ mod tests {
             found.expected(),
             Some(Expected::PodIdentity { .. })
         ));
+        assert_ne!(found.pod_audit(), PodAudit::undecided());
+        assert_eq!(in_force(&facts(false)).pod_audit(), PodAudit::undecided());
         // Not knowing the associations leaves it undecided: the annotation may be dead.
         let mut unknown = facts(true);
         unknown.pod_identity = Fact::Unavailable(Unavailable {

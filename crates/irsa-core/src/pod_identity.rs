@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::arn::RoleArn;
-use crate::facts::{Fact, PermissionVerdict, Role};
+use crate::fact::{Fact, PermissionVerdict, Role};
+use crate::time::parse_timestamp;
 use crate::trust::{AssumeRoleRequest, Caller, SessionTags};
-use crate::workloads::parse_timestamp;
 
 /// The service principal the Pod Identity Agent assumes roles as.
 pub const SERVICE_PRINCIPAL: &str = "pods.eks.amazonaws.com";
@@ -467,12 +467,12 @@ mod tests {
         with_target(&mut f, &target_trust(""), None);
         if let Fact::Known(Some(pi)) = &mut f.pod_identity {
             let t = pi.target.as_mut().unwrap();
-            t.chain_permitted = Fact::Known(vec![crate::facts::PermissionVerdict {
-                request: crate::facts::PermissionRequest {
+            t.chain_permitted = Fact::Known(vec![crate::fact::PermissionVerdict {
+                request: crate::fact::PermissionRequest {
                     action: "sts:AssumeRole".into(),
                     resource: TARGET.into(),
                 },
-                decision: crate::facts::PermissionDecision::ImplicitDeny,
+                decision: crate::fact::PermissionDecision::ImplicitDeny,
                 matched_statements: vec![],
             }]);
         }

@@ -5,9 +5,7 @@
 
 use std::slice;
 
-use crate::mechanism::in_force;
 use crate::workloads::{self, Expected, PodFacts};
-use crate::Facts;
 
 /// Which audit a ServiceAccount's pods get: what the mechanism in force expects of them, or
 /// nothing yet (every pod is then kept).
@@ -15,12 +13,7 @@ use crate::Facts;
 pub struct PodAudit<'a>(Option<Expected<'a>>);
 
 impl<'a> PodAudit<'a> {
-    /// The audit the diagnosis of `facts` runs ([`crate::mechanism::in_force`]).
-    pub fn of(facts: &'a Facts) -> PodAudit<'a> {
-        PodAudit(in_force(facts).expected())
-    }
-
-    /// The audit for `expected`.
+    /// The audit for `expected` (the mechanism in force's, [`crate::mechanism::InForce::pod_audit`]).
     pub fn expecting(expected: Expected<'a>) -> PodAudit<'a> {
         PodAudit(Some(expected))
     }
@@ -100,8 +93,7 @@ impl From<Vec<PodFacts>> for Pods {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod_identity::{self, Association, PodIdentity};
-    use crate::{Fact, ServiceAccount};
+    use crate::pod_identity::{self, Association};
     use serde_json::{json, Value};
 
     const ROLE: &str = "arn:aws:iam::111122223333:role/app";
@@ -159,36 +151,5 @@ mod tests {
         assert!(!pi_audit.passes(&pod("irsa", irsa(ROLE))));
         assert!(!PodAudit::undecided().passes(&pod("irsa", irsa(ROLE))));
         assert!(Pods::default().is_empty());
-    }
-
-    #[test]
-    fn the_audit_follows_the_credentials_in_force() {
-        let annotated = |role: Option<&str>| {
-            let annotations = role
-                .map(|r| [(crate::annotations::ROLE_ARN.to_string(), r.to_string())].into())
-                .unwrap_or_default();
-            Facts::for_service_account(ServiceAccount {
-                namespace: "ns".into(),
-                name: "app".into(),
-                annotations,
-                ..Default::default()
-            })
-        };
-        let irsa_facts = annotated(Some(ROLE));
-        assert_eq!(
-            PodAudit::of(&irsa_facts),
-            PodAudit::expecting(Expected::Irsa { role_arn: ROLE })
-        );
-        let none = annotated(None);
-        assert_eq!(PodAudit::of(&none), PodAudit::undecided());
-        let mut associated = annotated(Some(ROLE));
-        associated.pod_identity = Fact::Known(Some(PodIdentity::new(Association {
-            role_arn: ROLE.into(),
-            ..Default::default()
-        })));
-        assert!(matches!(
-            PodAudit::of(&associated).0,
-            Some(Expected::PodIdentity { .. })
-        ));
     }
 }

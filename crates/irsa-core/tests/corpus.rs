@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use irsa_core::manifest::{service_accounts, DEFAULT_NAMESPACE};
 use irsa_core::pod_identity;
-use irsa_core::pods::{PodAudit, Pods};
+use irsa_core::pods::Pods;
 use irsa_core::workloads::{env_sources_in, workloads_in, EnvSources, Workload};
 use irsa_core::Fact;
 use irsa_core::{
@@ -250,7 +250,7 @@ fn count_passing_pods(facts: &Facts) -> (usize, Option<String>) {
         .collect();
     whole.workloads = Some(Fact::Known(Pods::all(admitted.clone())));
     let mut counted = facts.clone();
-    let audit = PodAudit::of(facts);
+    let audit = irsa_core::mechanism::in_force(facts).pod_audit();
     let mut kept = Pods::default();
     for pod in admitted {
         kept.add(pod, &audit);

@@ -16,7 +16,7 @@ use control_plane::webhook::WebhookOptions;
 use irsa_aws::Clients;
 use irsa_core::text::escape_untrusted;
 use irsa_doctor::api::{IrsaCheck, IrsaCheckSpec, SpecError};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -201,7 +201,8 @@ async fn probe_pods_are_told_apart_by_owner_not_label() {
     let decoy = create_pod(pod(json!({"metadata": {"name": "decoy",
         "labels": {"irsa-doctor.io/probe": "true", "irsa-doctor.io/check-uid": "x"}}})))
     .await;
-    // A workload with static keys that sets the label to hide from the audit.
+    // A workload with static keys that sets the label to hide from the audit. Its owner is a
+    // StatefulSet at zero replicas: no StatefulSet controller runs here to delete the pod.
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "worker",
         "annotations": {"eks.amazonaws.com/role-arn": format!("arn:aws:iam::{ACCOUNT}:role/s3-reader")}}}))
     .unwrap();
@@ -209,18 +210,18 @@ async fn probe_pods_are_told_apart_by_owner_not_label() {
         .create(&PostParams::default(), &sa)
         .await
         .unwrap();
-    let rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "worker"},
+    let rs: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "worker"},
         "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "worker"}},
             "template": {"metadata": {"labels": {"app": "worker"}},
                 "spec": {"containers": [{"name": "app", "image": "busybox"}]}}}}))
     .unwrap();
-    let rs = Api::<ReplicaSet>::namespaced(client.clone(), "reports")
+    let rs = Api::<StatefulSet>::namespaced(client.clone(), "reports")
         .create(&PostParams::default(), &rs)
         .await
         .unwrap();
     let worker = create_pod(pod(json!({"metadata": {"name": "worker-7d9f",
             "labels": {"app": "worker", "irsa-doctor.io/probe": "true"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
                 "name": "worker", "uid": rs.uid().unwrap(), "controller": true}]},
         "spec": {"serviceAccountName": "worker", "containers": [{"name": "app",
             "image": "busybox", "env": [{"name": "AWS_ACCESS_KEY_ID", "value": "AKIAEXAMPLE"}]}]}})))

@@ -15,10 +15,11 @@ mod read;
 mod token;
 mod why;
 
+pub use crate::time::parse_timestamp;
 pub use audit::audit;
 pub use read::{
-    env_sources_in, parse_timestamp, pod_facts_from, pod_template, service_account_times,
-    skip_container_names, webhook_registrations, workloads_in, EnvSources,
+    env_sources_in, pod_facts_from, pod_template, service_account_times, skip_container_names,
+    webhook_registrations, workloads_in, EnvSources,
 };
 
 /// The pod label that opts a pod out of the pod identity webhook, whatever its value.

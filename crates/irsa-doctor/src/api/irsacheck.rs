@@ -230,6 +230,12 @@ pub fn crd_yaml() -> String {
         .expect("a CustomResourceDefinition has only string keys and always serializes")
 }
 
+/// The API resource the operator watches: IrsaChecks as dynamic objects, so that one object that
+/// does not deserialize cannot fail the list it comes in.
+pub fn dynamic_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource::erase::<IrsaCheck>(&())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,8 @@ mod probe_pod;
 mod validation;
 
 pub use irsacheck::{
-    crd_yaml, IrsaCheck, IrsaCheckSpec, IrsaCheckStatus, Permission, ProbeSpec, StatusFinding,
-    MAX_STATUS_FINDINGS,
+    crd_yaml, dynamic_resource, IrsaCheck, IrsaCheckSpec, IrsaCheckStatus, Permission, ProbeSpec,
+    StatusFinding, MAX_STATUS_FINDINGS,
 };
 pub use probe_pod::{probe_pod_name, probe_pod_owner, NotAProbePod};
 pub use validation::{from_dynamic, SpecError};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use irsa_aws::{AwsFactsConfig, Ttls};
 
 /// How to find the cluster's issuer.
@@ -114,14 +114,7 @@ impl AwsArgs {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Arguments of `irsa-doctor run`.
 #[derive(Debug, Clone, Args)]
@@ -157,6 +150,10 @@ pub struct RunArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// This replica's pod uid (the downward API's metadata.uid): while it leads, the Lease is
+    /// owned by its pod, so that the Lease goes with the last replica.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
     /// Log format.
     #[arg(long, env = "IRSA_DOCTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -206,6 +203,37 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The operator's configuration these flags give.
+    pub fn config(&self) -> crate::operator::Config {
+        crate::operator::Config {
+            namespaces: crate::operator::WatchNamespace::from_list(&self.namespaces),
+            issuer: self.issuer.issuer.clone(),
+            cluster_name: self.issuer.cluster_name.clone(),
+            aws: self.aws.config(),
+            sweep_interval: self.sweep_interval,
+            association_poll_interval: self.association_poll_interval,
+            concurrency: usize::from(self.concurrency).max(1),
+            metrics_addr: self.metrics_addr,
+            leader_election: self.leader_election,
+            lease_namespace: self.lease_namespace.clone(),
+            identity: self
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("irsa-doctor-{}", std::process::id())),
+            pod_uid: self.pod_uid.clone().filter(|u| !u.is_empty()),
+            log_format: self.log_format,
+            probe: self.probe(),
+            tenancy: crate::operator::Tenancy {
+                allowed_roles: irsa_core::facts::AllowedRoles::new(self.allowed_role_arns.clone()),
+                max_concurrent_probes: self.max_concurrent_probes,
+                min_probe_interval: self.min_probe_interval,
+            },
+            policy_reports: self.policy_reports,
+            observations: self.observations(),
+        }
+    }
+
     /// The runtime observations `--node-check` and `--cloudtrail` ask for.
     pub fn observations(&self) -> crate::gather::observed::Observations {
         crate::gather::observed::Observations {

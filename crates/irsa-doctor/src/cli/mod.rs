@@ -145,7 +145,7 @@ pub async fn main(invocation: Invocation, cli: Cli) -> ExitCode {
         Command::Completion(args) => ("completion", completion(invocation, &args)),
         Command::Run(args) => (
             "run",
-            crate::operator::run(*args)
+            crate::operator::run(args.config())
                 .await
                 .map(|stopped| ExitCode::from(stopped.exit_code()))
                 .map_err(anyhow::Error::from),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use irsa_core::Fact;
 
 use super::context::Context;
-use super::sweep::{diagnose_missing, diagnose_service_account};
+use super::diagnosis::{diagnose_missing, diagnose_service_account};
 
 /// (namespace, ServiceAccount, association id) of every association.
 type Listed = BTreeSet<(String, String, String)>;

@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::context::Context;
+use super::diagnosis::diagnose_service_account;
 use super::index::AnnotationFilter;
-use super::reconcile::resource;
 use super::service_accounts::SaMeta;
-use super::sweep::diagnose_service_account;
+use crate::api::dynamic_resource as resource;
 use crate::gather;
 
 /// Handles the watch's events until the stream ends.

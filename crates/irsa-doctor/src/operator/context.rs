@@ -64,17 +64,6 @@ impl Default for Tenancy {
     }
 }
 
-impl Tenancy {
-    /// From `irsa-doctor run`'s flags.
-    pub fn from_args(args: &crate::cli::args::RunArgs) -> Tenancy {
-        Tenancy {
-            allowed_roles: AllowedRoles::new(args.allowed_role_arns.clone()),
-            max_concurrent_probes: args.max_concurrent_probes,
-            min_probe_interval: args.min_probe_interval,
-        }
-    }
-}
-
 /// A check's last probe, reused until `--min-probe-interval` has passed, unless what the probe
 /// depends on changed: the check's spec (generation) or the ServiceAccount's annotations.
 #[derive(Debug, Clone)]
@@ -321,7 +310,7 @@ impl Context {
     pub fn trigger_checks_naming(&self, namespace: &str, name: &str) -> bool {
         let checks = self.checks.naming(namespace, name);
         let triggers = self.triggers.lock().unwrap_or_else(|p| p.into_inner());
-        let ar = super::reconcile::resource();
+        let ar = crate::api::dynamic_resource();
         for check in &checks {
             if let Some((_, trigger)) = triggers.iter().find(|(scope, _)| scope.contains(namespace))
             {

@@ -5,7 +5,9 @@
 
 mod associations;
 mod changes;
+mod config;
 mod context;
+mod diagnosis;
 mod error;
 mod events;
 mod http;
@@ -34,15 +36,16 @@ use irsa_core::Fact;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::task::JoinSet;
 
+pub use config::Config;
+pub use context::Tenancy;
 pub use error::Error;
 pub use events::NOTE_MAX_BYTES;
 pub use leader::LEASE_NAME;
 pub use policy_report::PolicyReportsMode;
 pub use watch_namespace::WatchNamespace;
 
-use crate::cli::args::RunArgs;
 use crate::gather::issuer;
-use context::{Context, Tenancy};
+use context::Context;
 use leader::Leadership;
 use metrics::Metrics;
 use probe::Prober;
@@ -79,8 +82,8 @@ impl Stopped {
 async fn preflight(client: &kube::Client) -> Result<(), Error> {
     let group = format!(
         "{}/{}",
-        reconcile::resource().group,
-        reconcile::resource().version
+        crate::api::dynamic_resource().group,
+        crate::api::dynamic_resource().version
     );
     match client.list_api_group_resources(&group).await {
         Ok(list) if list.resources.iter().any(|r| r.name == "irsachecks") => Ok(()),
@@ -94,21 +97,13 @@ async fn preflight(client: &kube::Client) -> Result<(), Error> {
     }
 }
 
-/// This replica's name in the Lease.
-fn identity(args: &RunArgs) -> String {
-    args.identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("irsa-doctor-{}", std::process::id()))
-}
-
 /// Runs the operator until a signal stops it or something it depends on fails.
-pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
+pub async fn run(args: Config) -> Result<Stopped, Error> {
     crate::telemetry::init(args.log_format);
     let mut signals = Signals::listen();
     let client = crate::client::client().await?;
     preflight(&client).await?;
-    let aws = Arc::new(AwsFacts::from_env(&args.aws.config()).await);
+    let aws = Arc::new(AwsFacts::from_env(&args.aws).await);
     let metrics = Arc::new(Metrics::new(aws.clone()));
     let health = Arc::new(http::Health::default());
     let mut tasks: JoinSet<(&'static str, Result<(), Error>)> = JoinSet::new();
@@ -120,8 +115,9 @@ pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
 
     let mut leadership = None;
     if args.leader_election {
-        let identity = identity(&args);
-        let mut lease = Leadership::start(&client, &args.lease_namespace, &identity).await?;
+        let identity = args.identity.clone();
+        let owner = args.pod_uid.clone().map(|uid| (identity.clone(), uid));
+        let mut lease = Leadership::start(&client, &args.lease_namespace, &identity, owner).await?;
         tracing::info!(%identity, "waiting for leadership");
         // A standby is healthy: readiness must not wait for the Lease, or rolling updates and
         // node drains would block on the replica that can never lead while the old one does.
@@ -139,10 +135,10 @@ pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
         leadership = Some(lease);
     }
 
-    let namespaces = WatchNamespace::from_list(&args.namespaces);
+    let namespaces = args.namespaces.clone();
     let issuer = issuer::discover_fact(
-        args.issuer.issuer.as_deref(),
-        args.issuer.cluster_name.as_deref(),
+        args.issuer.as_deref(),
+        args.cluster_name.as_deref(),
         &aws,
         &client,
     )
@@ -157,11 +153,11 @@ pub async fn run(args: RunArgs) -> Result<Stopped, Error> {
             metrics,
             service_accounts,
             watched.checks.clone(),
-            Prober::new(client.clone(), args.probe()),
+            Prober::new(client.clone(), args.probe.clone()),
         )
-        .with_tenancy(Tenancy::from_args(&args))
-        .with_cluster_name(args.issuer.cluster_name.clone())
-        .with_observations(args.observations()),
+        .with_tenancy(args.tenancy.clone())
+        .with_cluster_name(args.cluster_name.clone())
+        .with_observations(args.observations),
     );
     let orphans = ctx.prober().sweep_orphans(&namespaces).await;
     if orphans > 0 {
@@ -233,14 +229,14 @@ fn task_ended(ended: Result<(&'static str, Result<(), Error>), tokio::task::Join
 }
 
 /// Ready once every watch has listed and the issuer is known; looks for the issuer until then.
-async fn become_ready(ctx: &Context, health: &http::Health, args: &RunArgs, synced: &sync::Synced) {
+async fn become_ready(ctx: &Context, health: &http::Health, args: &Config, synced: &sync::Synced) {
     synced.done().await;
     while !matches!(ctx.issuer(), Fact::Known(_)) {
         tokio::time::sleep(ISSUER_RETRY).await;
         ctx.set_issuer(
             issuer::discover_fact(
-                args.issuer.issuer.as_deref(),
-                args.issuer.cluster_name.as_deref(),
+                args.issuer.as_deref(),
+                args.cluster_name.as_deref(),
                 ctx.aws(),
                 ctx.client(),
             )

@@ -32,7 +32,7 @@ use irsa_core::{
     Status, Unavailable,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::core::{ApiResource, DynamicObject};
+use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
@@ -42,6 +42,7 @@ use super::events::transition;
 use super::metrics::Kind;
 use super::status;
 use super::stopwatch::Stopwatch;
+use crate::api::dynamic_resource as resource;
 use crate::api::{self, IrsaCheck, SpecError};
 use crate::gather::workloads;
 
@@ -78,12 +79,6 @@ impl Error {
             Error::WriteStatus { .. } => "write_status",
         }
     }
-}
-
-/// The API resource the controller watches: IrsaChecks as dynamic objects, so that one object
-/// that does not deserialize cannot fail the list it comes in.
-pub fn resource() -> ApiResource {
-    ApiResource::erase::<IrsaCheck>(&())
 }
 
 /// A report for a spec that cannot be checked: Ready False with `SpecInvalid`.

@@ -8,9 +8,9 @@ use kube::Resource;
 use serde_json::json;
 
 use super::events::Verdict;
-use super::reconcile::resource;
 use super::text::truncate;
 use super::FIELD_MANAGER;
+use crate::api::dynamic_resource as resource;
 use crate::api::{IrsaCheck, IrsaCheckStatus, StatusFinding};
 
 /// Condition messages are bounded so one verbose finding cannot bloat the object.

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use irsa_core::diagnose::diagnose_with;
-use irsa_core::pods::{PodAudit, Pods};
-use irsa_core::trust::Disclosure;
+use irsa_core::mechanism::in_force;
+use irsa_core::pods::PodAudit;
 use irsa_core::{Fact, Facts, ServiceAccount};
 
 use super::context::Context;
-use super::metrics::Kind;
+use super::diagnosis::{conclude, diagnose_missing, gather};
 use super::stopwatch::Stopwatch;
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
@@ -22,59 +21,6 @@ use crate::gather::workloads;
 /// ServiceAccounts of one namespace swept together: one pod list serves them all, and their AWS
 /// facts are held until it has been read. A namespace with more gets one pod list per batch.
 const BATCH: usize = 500;
-
-/// Diagnoses one ServiceAccount without an IrsaCheck and publishes an Event if its verdict
-/// flipped; its pods are listed here.
-pub async fn diagnose_service_account(ctx: &Context, sa: ServiceAccount) {
-    let (facts, spent) = gather(ctx, sa).await;
-    let pods = workloads::pods_of(
-        ctx.client(),
-        ctx.prober().admission(),
-        &facts.namespace,
-        &facts.name,
-    )
-    .await;
-    conclude(ctx, facts, pods, spent).await;
-}
-
-/// The AWS facts of a ServiceAccount without an IrsaCheck, and how long they took; AWS calls
-/// queue in the namespace's lane, and only allowed roles are looked up.
-async fn gather(ctx: &Context, sa: ServiceAccount) -> (Facts, Duration) {
-    let timer = Stopwatch::start();
-    let (namespace, name) = (sa.namespace.clone(), sa.name.clone());
-    let facts = ctx
-        .gather(&namespace, &name, Fact::Known(Some(sa)), None)
-        .await;
-    (facts, timer.elapsed())
-}
-
-/// Completes `facts` with the ServiceAccount's `pods` and what is observed, diagnoses them and
-/// publishes an Event if the verdict flipped; `spent` is the time the facts took.
-async fn conclude(ctx: &Context, mut facts: Facts, pods: Fact<Pods>, spent: Duration) {
-    let timer = Stopwatch::start();
-    facts.workloads = Some(pods);
-    ctx.observe(&mut facts).await;
-    // Events on the ServiceAccount are read by the namespace's users: quote a role's trust
-    // policy only when it admits the ServiceAccount.
-    let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
-    ctx.record_service_account(&facts.namespace, &facts.name, &report)
-        .await;
-    ctx.metrics()
-        .reconciled(Kind::ServiceAccount, spent + timer.elapsed());
-}
-
-/// Diagnoses an association whose ServiceAccount does not exist, naming the namespace's
-/// ServiceAccounts for the near miss; its verdict counts and goes to the PolicyReport (there is
-/// no ServiceAccount to carry an Event).
-pub async fn diagnose_missing(ctx: &Context, namespace: &str, name: &str) {
-    let timer = Stopwatch::start();
-    let mut facts = ctx.gather(namespace, name, Fact::Known(None), None).await;
-    facts.namespace_service_accounts = ctx.service_accounts().names_in(namespace);
-    let report = diagnose_with(&facts, Disclosure::AdmittedOnly);
-    ctx.record_service_account(namespace, name, &report).await;
-    ctx.metrics()
-        .reconciled(Kind::ServiceAccount, timer.elapsed());
-}
 
 /// Diagnoses every swept ServiceAccount and publishes the verdict counts.
 pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concurrency: usize) {
@@ -173,7 +119,7 @@ async fn sweep_batch(ctx: &Context, namespace: &str, names: &[String], concurren
         .await;
     let audits: HashMap<&str, PodAudit<'_>> = gathered
         .iter()
-        .map(|(facts, _)| (facts.name.as_str(), PodAudit::of(facts)))
+        .map(|(facts, _)| (facts.name.as_str(), in_force(facts).pod_audit()))
         .collect();
     let listed = workloads::pods_by_service_account(
         ctx.client(),

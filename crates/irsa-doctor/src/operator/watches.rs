@@ -16,16 +16,17 @@ use kube::runtime::{predicates, watcher, WatchStreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::config::Config;
 use super::context::Context;
 use super::error::Error;
 use super::index::CheckIndex;
 use super::policy_report::{self, PolicyReportsMode};
-use super::reconcile::{error_policy, reconcile, resource};
+use super::reconcile::{error_policy, reconcile};
 use super::service_accounts::{strip, Cache, SaMeta, ServiceAccounts};
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
 use super::{associations, changes, status, sweep};
-use crate::cli::args::RunArgs;
+use crate::api::dynamic_resource as resource;
 
 type SaEvents = BoxStream<'static, Result<watcher::Event<SaMeta>, watcher::Error>>;
 type CheckObjects = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
@@ -141,10 +142,10 @@ impl Watches {
         self,
         tasks: &mut JoinSet<(&'static str, Result<(), Error>)>,
         ctx: &Arc<Context>,
-        args: &RunArgs,
+        args: &Config,
         namespaces: &[WatchNamespace],
     ) {
-        let concurrency = usize::from(args.concurrency).max(1);
+        let concurrency = args.concurrency;
         for (scope, namespace) in self.scopes.into_iter().zip(namespaces) {
             let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<DynamicObject>>();
             ctx.register_trigger(namespace.clone(), trigger.clone());
@@ -154,7 +155,10 @@ impl Watches {
             let controller =
                 Controller::for_stream_with(scope.checks, scope.check_store, resource())
                     .reconcile_on(triggers)
-                    .with_config(ControllerConfig::default().concurrency(args.concurrency))
+                    .with_config(
+                        ControllerConfig::default()
+                            .concurrency(u16::try_from(concurrency).unwrap_or(u16::MAX)),
+                    )
                     .run(reconcile, error_policy, ctx.clone())
                     .for_each(log_controller_error);
             tasks.spawn(async move {
