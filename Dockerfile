@@ -59,6 +59,7 @@ LABEL org.opencontainers.image.title="irsa-doctor" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}"
 COPY --from=build /irsa-doctor /irsa-doctor
+COPY LICENSE /licenses/LICENSE
 USER 65532:65532
 # /metrics, /healthz, /readyz of `irsa-doctor run`.
 EXPOSE 8080

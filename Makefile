@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-lint demo lint-examples crd clean deny deny-snapshot
+.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-lint demo cluster lint-examples crd clean deny deny-snapshot
 
 # Tools the tests need, built or fetched by this Makefile into an ignored folder.
 TOOLS := .tools
@@ -24,21 +24,29 @@ build:
 # Where cargo put a binary it built, whatever the target directory (CARGO_TARGET_DIR, a
 # build.target-dir, --target): cargo's own JSON messages say. Reads them on standard input;
 # the argument is the binary's name.
-BUILT_EXE := python3 -c 'import json, sys; exe = [m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable")]; print(exe[-1]) if exe else sys.exit("cargo built no " + sys.argv[1] + " binary (its errors are above)")'
+BUILT_EXE := python3 -c 'import json, sys; exe = [m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable") and not m["profile"]["test"]]; print(exe[-1]) if exe else sys.exit("cargo built no " + sys.argv[1] + " binary (its errors are above)")'
 CARGO_JSON := --message-format=json-render-diagnostics
 
-# The release binary and, as a hard link beside it, the kubectl plugin: kubectl runs
+# The release binary, as a hard link beside it the kubectl plugin (kubectl runs
 # `kubectl-irsa_doctor` from PATH for `kubectl irsa-doctor`, and the binary acts as the plugin
-# under that name.
+# under that name), and this platform's release archive of the plugin with the LICENSE.
 release:
 	@bin=$$($(CARGO) build --release -p irsa-doctor --bin irsa-doctor $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) && \
-	  ln -f "$$bin" "$$(dirname "$$bin")/kubectl-irsa_doctor" && \
-	  echo "$$bin" && echo "$$(dirname "$$bin")/kubectl-irsa_doctor"
+	  dir="$$(dirname "$$bin")" && ln -f "$$bin" "$$dir/kubectl-irsa_doctor" && cp LICENSE "$$dir/LICENSE" && \
+	  archive="$$dir/irsa-doctor-v$(RELEASE_VERSION)-$(RELEASE_OS)-$(RELEASE_ARCH).tar.gz" && \
+	  tar -C "$$dir" -czf "$$archive" kubectl-irsa_doctor LICENSE && \
+	  echo "$$bin" && echo "$$dir/kubectl-irsa_doctor" && echo "$$archive"
+
+# The release archive's name: this package's version, the build machine's OS and architecture.
+RELEASE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+RELEASE_OS := $(shell uname -s | tr A-Z a-z)
+RELEASE_ARCH := $(subst aarch64,arm64,$(subst x86_64,amd64,$(shell uname -m)))
 
 # The krew manifest of a release, for the krew index: deploy/krew/irsa-doctor.yaml with the
 # version and each platform's archive checksum filled in, written to $(KREW_DIST)/irsa-doctor.yaml.
 # KREW_DIST holds the four archives irsa-doctor-vVERSION-OS-ARCH.tar.gz (linux, darwin; amd64,
-# arm64), each with kubectl-irsa_doctor inside: `make krew-manifest VERSION=0.1.0 KREW_DIST=dist`.
+# arm64), each with kubectl-irsa_doctor and LICENSE inside (`make release` makes this
+# machine's): `make krew-manifest VERSION=0.1.0 KREW_DIST=dist`.
 KREW_DIST ?= dist
 krew-manifest:
 	python3 deploy/krew/render-manifest.py "$(VERSION)" "$(KREW_DIST)"
@@ -171,10 +179,19 @@ bench-aws: venv
 bench-lint:
 	$(CARGO) bench -p irsa-doctor --bench lint_input
 
-# A simulated EKS cluster (kube-sim + moto), the real operator, what a user would see.
-demo: venv tools
-	@bin=$$($(CARGO) build -p irsa-doctor -p kube-sim --bin irsa-doctor --bin kube-sim $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) && \
-	  BIN="$$(dirname "$$bin")" PATH="$(TOOLS_BIN):$$PATH" scripts/demo.sh
+# An EKS-shaped cluster on this machine (local-cluster: the real control plane, a node, the pod
+# identity webhook, the EKS Pod Identity stand-in, moto), the chart installed with helm, what a
+# user sees; ends by itself and cleans up.
+# Built as `make test` builds (every target, so the same features): nothing to rebuild after it.
+demo: venv tools control-plane
+	@bin=$$($(CARGO) build --workspace --all-targets $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) && \
+	  BIN="$$(dirname "$$bin")" scripts/demo.sh
+
+# That cluster, until Ctrl-C: prints the export lines for kubectl, helm, aws and irsa-doctor.
+cluster: venv tools control-plane
+	@bin=$$($(CARGO) build --workspace --all-targets $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor) && \
+	  PATH="$(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$$PATH" "$$(dirname "$$bin")/local-cluster" --moto \
+	    --image "ghcr.io/irsa-doctor/irsa-doctor=$$bin"
 
 # `irsa-doctor lint` over the bundled examples: exit 1 (error findings) is the expected outcome.
 lint-examples:

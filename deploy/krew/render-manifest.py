@@ -5,14 +5,26 @@ Usage: render-manifest.py VERSION DIST
 
 VERSION is the release without the `v` (0.1.0); DIST is the folder holding the four release
 archives irsa-doctor-vVERSION-OS-ARCH.tar.gz (OS linux or darwin, ARCH amd64 or arm64), each
-with kubectl-irsa_doctor inside. Writes DIST/irsa-doctor.yaml and prints its path.
+with kubectl-irsa_doctor and LICENSE at its top level, as the manifest's `files` name them. Writes DIST/irsa-doctor.yaml and prints its path.
 """
 import hashlib
 import pathlib
 import re
 import sys
+import tarfile
 
 PLATFORMS = [(os, arch) for os in ("linux", "darwin") for arch in ("amd64", "arm64")]
+# What krew copies out of each archive (the manifest's `files`).
+MEMBERS = ("kubectl-irsa_doctor", "LICENSE")
+
+
+def members(archive):
+    """The file names at the top of a .tar.gz; exits naming the archive when it is not one."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            return {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
+    except (tarfile.TarError, OSError) as e:
+        sys.exit(f"krew-manifest: {archive} is not a .tar.gz archive: {e}")
 
 
 def main(argv):
@@ -35,6 +47,9 @@ def main(argv):
                 f"krew-manifest: {archive} is missing: put the {os}/{arch} release archive "
                 f"(holding kubectl-irsa_doctor) there, or set KREW_DIST to its folder"
             )
+        missing = [m for m in MEMBERS if m not in members(archive)]
+        if missing:
+            sys.exit(f"krew-manifest: {archive} lacks {', '.join(missing)}: krew installs {' and '.join(MEMBERS)} from it")
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         text = text.replace(f"{{{{SHA256_{os.upper()}_{arch.upper()}}}}}", digest)
     left = sorted(set(re.findall(r"\{\{[A-Z0-9_]+\}\}", text)))

@@ -2,11 +2,14 @@
 //! server (REST-JSON over HTTP/1.1, the shapes the SDK deserialises) for
 //! `ListPodIdentityAssociations` (`GET /clusters/{name}/pod-identity-associations`, filtered by
 //! `namespace` and `serviceAccount`, one association per page so that pagination runs),
-//! `DescribePodIdentityAssociation` (`GET /clusters/{name}/pod-identity-associations/{id}`) and
-//! `DescribeAddon` (`GET /clusters/{name}/addons/{addon}`). Point the SDK at it with
-//! `AWS_ENDPOINT_URL_EKS`; IAM and STS stay on moto.
+//! `DescribePodIdentityAssociation` (`GET /clusters/{name}/pod-identity-associations/{id}`),
+//! `CreatePodIdentityAssociation` (`POST /clusters/{name}/pod-identity-associations`),
+//! `DeletePodIdentityAssociation` (`DELETE /clusters/{name}/pod-identity-associations/{id}`) and
+//! `DescribeAddon` (`GET /clusters/{name}/addons/{addon}`) and, once told the cluster's issuer,
+//! `DescribeCluster` (`GET /clusters/{name}`). Point the SDK or the `aws` CLI at it
+//! with `AWS_ENDPOINT_URL_EKS`; IAM and STS stay on moto.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -38,12 +41,24 @@ pub type Associated = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 /// The associations served, each with its id (`a-<n>`), stable across deletions.
 type Associations = Arc<Mutex<Vec<(usize, StandInAssociation)>>>;
 
+/// The largest request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What every connection's handler reads and changes.
+struct Shared {
+    associations: Associations,
+    addons: Arc<Mutex<Vec<String>>>,
+    cluster: String,
+    account: String,
+    /// The issuer `DescribeCluster` reports; the cluster is not found while `None`.
+    issuer: Mutex<Option<String>>,
+}
+
 /// The running stand-in; serves until the process ends.
 pub struct Eks {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    associations: Associations,
-    addons: Arc<Mutex<Vec<String>>>,
+    shared: Arc<Shared>,
 }
 
 impl Eks {
@@ -51,14 +66,14 @@ impl Eks {
     pub fn start(cluster: &str, account: &str) -> Eks {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let associations = Arc::new(Mutex::new(Vec::new()));
-        let addons = Arc::new(Mutex::new(Vec::new()));
-        let state = (
-            associations.clone(),
-            addons.clone(),
-            cluster.to_string(),
-            account.to_string(),
-        );
+        let shared = Arc::new(Shared {
+            associations: Arc::new(Mutex::new(Vec::new())),
+            addons: Arc::new(Mutex::new(Vec::new())),
+            cluster: cluster.to_string(),
+            account: account.to_string(),
+            issuer: Mutex::new(None),
+        });
+        let state = shared.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let state = state.clone();
@@ -68,13 +83,26 @@ impl Eks {
                     if reader.read_line(&mut line).is_err() {
                         return;
                     }
-                    // Headers up to the blank line; GETs have no body.
+                    // Headers up to the blank line, then the body the length announces (a
+                    // create's JSON; bounded, as this only ever serves tests and a demo).
+                    let mut length = 0usize;
                     let mut header = String::new();
                     while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                        if let Some((name, value)) = header.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0).min(MAX_BODY);
+                            }
+                        }
                         header.clear();
                     }
-                    let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    let (status, body) = route(&target, &state.0, &state.1, &state.2, &state.3);
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let mut words = line.split_whitespace();
+                    let method = words.next().unwrap_or("GET").to_string();
+                    let target = words.next().unwrap_or("/").to_string();
+                    let (status, body) = route(&method, &target, &body, &state);
                     let body = body.to_string();
                     let error = if status == 200 {
                         String::new()
@@ -93,11 +121,7 @@ impl Eks {
                 });
             }
         });
-        Eks {
-            url,
-            associations,
-            addons,
-        }
+        Eks { url, shared }
     }
 
     /// Adds an association of `namespace/service_account` to `role_arn`, created now.
@@ -111,21 +135,14 @@ impl Eks {
     }
 
     /// Adds `association`; a `created_at` of 0 means now.
-    pub fn associate_with(&self, mut association: StandInAssociation) {
-        if association.created_at == 0.0 {
-            association.created_at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64();
-        }
-        let mut all = self.associations.lock().unwrap();
-        let id = all.last().map_or(0, |(id, _)| id + 1);
-        all.push((id, association));
+    pub fn associate_with(&self, association: StandInAssociation) {
+        add(&self.shared.associations, association);
     }
 
     /// Deletes the associations of `namespace/service_account`.
     pub fn disassociate(&self, namespace: &str, service_account: &str) {
-        self.associations
+        self.shared
+            .associations
             .lock()
             .unwrap()
             .retain(|(_, a)| !(a.namespace == namespace && a.service_account == service_account));
@@ -133,7 +150,7 @@ impl Eks {
 
     /// Whether an association names a ServiceAccount, as the stand-in serves them now.
     pub fn associated(&self) -> Associated {
-        let associations = self.associations.clone();
+        let associations = self.shared.associations.clone();
         Arc::new(move |namespace: &str, service_account: &str| {
             associations
                 .lock()
@@ -145,13 +162,40 @@ impl Eks {
 
     /// Installs an add-on, e.g. `eks-pod-identity-agent`.
     pub fn install_addon(&self, name: &str) {
-        self.addons.lock().unwrap().push(name.into());
+        self.shared.addons.lock().unwrap().push(name.into());
+    }
+
+    /// Answers `DescribeCluster` for the cluster, with `issuer` as its OIDC issuer.
+    pub fn serve_cluster(&self, issuer: &str) {
+        *self.shared.issuer.lock().unwrap() = Some(issuer.to_string());
     }
 }
 
+/// Adds `association` (a `created_at` of 0 means now); its id and the association as stored.
+fn add(
+    associations: &Mutex<Vec<(usize, StandInAssociation)>>,
+    mut association: StandInAssociation,
+) -> (usize, StandInAssociation) {
+    if association.created_at == 0.0 {
+        association.created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+    }
+    let mut all = associations.lock().unwrap();
+    let id = all.last().map_or(0, |(id, _)| id + 1);
+    all.push((id, association.clone()));
+    (id, association)
+}
+
 fn body_type(body: &str) -> Option<&'static str> {
-    body.contains("\"__type\":\"ResourceNotFoundException\"")
-        .then_some("ResourceNotFoundException")
+    [
+        "ResourceNotFoundException",
+        "InvalidParameterException",
+        "ResourceInUseException",
+    ]
+    .into_iter()
+    .find(|t| body.contains(&format!("\"__type\":\"{t}\"")))
 }
 
 fn not_found(what: &str) -> (u16, Value) {
@@ -172,24 +216,122 @@ fn query(target: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn route(
-    target: &str,
-    associations: &Mutex<Vec<(usize, StandInAssociation)>>,
-    addons: &Mutex<Vec<String>>,
-    cluster: &str,
-    account: &str,
-) -> (u16, Value) {
+fn invalid(message: &str) -> (u16, Value) {
+    (
+        400,
+        json!({"__type": "InvalidParameterException", "message": message}),
+    )
+}
+
+/// An association as `DescribePodIdentityAssociation` (and create and delete) answer it.
+fn described(shared: &Shared, id: usize, a: &StandInAssociation) -> Value {
+    let mut association = json!({"clusterName": shared.cluster, "namespace": a.namespace,
+        "serviceAccount": a.service_account, "roleArn": a.role_arn,
+        "associationId": format!("a-{id}"), "associationArn": association_arn(shared, id),
+        "createdAt": a.created_at, "modifiedAt": a.created_at,
+        "disableSessionTags": a.disable_session_tags});
+    if let Some(target) = &a.target_role_arn {
+        association["targetRoleArn"] = json!(target);
+    }
+    if let Some(external_id) = &a.external_id {
+        association["externalId"] = json!(external_id);
+    }
+    association
+}
+
+fn association_arn(shared: &Shared, id: usize) -> String {
+    format!(
+        "arn:aws:eks:us-east-1:{}:podidentityassociation/{}/a-{id}",
+        shared.account, shared.cluster
+    )
+}
+
+/// `CreatePodIdentityAssociation`: one association per ServiceAccount, as EKS allows.
+fn create(shared: &Shared, body: &[u8]) -> (u16, Value) {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return invalid("the request body is not JSON");
+    };
+    let text = |k: &str| request.get(k).and_then(Value::as_str).map(str::to_string);
+    let (Some(namespace), Some(service_account), Some(role_arn)) =
+        (text("namespace"), text("serviceAccount"), text("roleArn"))
+    else {
+        return invalid("namespace, serviceAccount and roleArn are required");
+    };
+    let taken = shared
+        .associations
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, a)| a.namespace == namespace && a.service_account == service_account);
+    if taken {
+        return (
+            409,
+            json!({"__type": "ResourceInUseException",
+                   "message": format!("an association for {namespace}/{service_account} already exists")}),
+        );
+    }
+    let target_role_arn = text("targetRoleArn");
+    let association = StandInAssociation {
+        namespace,
+        service_account,
+        role_arn,
+        // EKS generates the external id of an association that chains to a target role.
+        external_id: target_role_arn.as_ref().map(|_| uuid_like()),
+        target_role_arn,
+        disable_session_tags: request
+            .get("disableSessionTags")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        created_at: 0.0,
+    };
+    let (id, association) = add(&shared.associations, association);
+    (
+        200,
+        json!({ "association": described(shared, id, &association) }),
+    )
+}
+
+/// A random id shaped like EKS's external ids.
+fn uuid_like() -> String {
+    let hex: String = crate::pki::random_bytes(16)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn route(method: &str, target: &str, body: &[u8], shared: &Shared) -> (u16, Value) {
     let path = target.split('?').next().unwrap_or_default();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let arn = |id: usize| {
-        format!("arn:aws:eks:us-east-1:{account}:podidentityassociation/{cluster}/a-{id}")
+    let find = |id: &str| {
+        let all = shared.associations.lock().unwrap();
+        id.strip_prefix("a-")
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| all.iter().find(|(id, _)| *id == i).cloned())
     };
-    match parts[..] {
-        ["clusters", c, ..] if c != cluster => not_found(&format!("cluster {c}")),
-        ["clusters", _, "pod-identity-associations"] => {
+    match (method, &parts[..]) {
+        (_, ["clusters", c, ..]) if *c != shared.cluster => not_found(&format!("cluster {c}")),
+        ("GET", ["clusters", name]) => match shared.issuer.lock().unwrap().clone() {
+            Some(issuer) => (
+                200,
+                json!({"cluster": {"name": name, "status": "ACTIVE",
+                    "arn": format!("arn:aws:eks:us-east-1:{}:cluster/{name}", shared.account),
+                    "identity": {"oidc": {"issuer": issuer}}}}),
+            ),
+            None => not_found(&format!("cluster {name}")),
+        },
+        ("POST", ["clusters", _, "pod-identity-associations"]) => create(shared, body),
+        ("GET", ["clusters", _, "pod-identity-associations"]) => {
             let q = query(target);
             let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-            let all = associations.lock().unwrap().clone();
+            let all = shared.associations.lock().unwrap().clone();
             let matching: Vec<(usize, &StandInAssociation)> = all
                 .iter()
                 .map(|(id, a)| (*id, a))
@@ -202,9 +344,9 @@ fn route(
                 .skip(start)
                 .take(1)
                 .map(|(i, a)| {
-                    json!({"clusterName": cluster, "namespace": a.namespace,
+                    json!({"clusterName": shared.cluster, "namespace": a.namespace,
                            "serviceAccount": a.service_account, "associationId": format!("a-{i}"),
-                           "associationArn": arn(*i)})
+                           "associationArn": association_arn(shared, *i)})
                 })
                 .collect();
             let mut body = json!({ "associations": page });
@@ -213,35 +355,25 @@ fn route(
             }
             (200, body)
         }
-        ["clusters", _, "pod-identity-associations", id] => {
-            let all = associations.lock().unwrap().clone();
-            let found = id
-                .strip_prefix("a-")
-                .and_then(|i| i.parse::<usize>().ok())
-                .and_then(|i| all.iter().find(|(id, _)| *id == i))
-                .map(|(i, a)| (*i, a));
-            match found {
-                Some((i, a)) => {
-                    let mut association = json!({"clusterName": cluster, "namespace": a.namespace,
-                        "serviceAccount": a.service_account, "roleArn": a.role_arn,
-                        "associationId": format!("a-{i}"), "associationArn": arn(i),
-                        "createdAt": a.created_at, "modifiedAt": a.created_at,
-                        "disableSessionTags": a.disable_session_tags});
-                    if let Some(target) = &a.target_role_arn {
-                        association["targetRoleArn"] = json!(target);
-                    }
-                    if let Some(id) = &a.external_id {
-                        association["externalId"] = json!(id);
-                    }
-                    (200, json!({ "association": association }))
-                }
-                None => not_found(&format!("association {id}")),
+        ("GET", ["clusters", _, "pod-identity-associations", id]) => match find(id) {
+            Some((i, a)) => (200, json!({ "association": described(shared, i, &a) })),
+            None => not_found(&format!("association {id}")),
+        },
+        ("DELETE", ["clusters", _, "pod-identity-associations", id]) => match find(id) {
+            Some((i, a)) => {
+                shared.associations.lock().unwrap().retain(|(j, _)| *j != i);
+                (200, json!({ "association": described(shared, i, &a) }))
             }
+            None => not_found(&format!("association {id}")),
+        },
+        ("GET", ["clusters", _, "addons", name])
+            if shared.addons.lock().unwrap().iter().any(|a| a == name) =>
+        {
+            (
+                200,
+                json!({"addon": {"addonName": name, "clusterName": shared.cluster, "status": "ACTIVE"}}),
+            )
         }
-        ["clusters", _, "addons", name] if addons.lock().unwrap().iter().any(|a| a == name) => (
-            200,
-            json!({"addon": {"addonName": name, "clusterName": cluster, "status": "ACTIVE"}}),
-        ),
         _ => not_found(path),
     }
 }

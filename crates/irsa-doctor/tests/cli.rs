@@ -334,7 +334,24 @@ fn lint_text_and_json_are_unchanged_by_the_new_formats() {
     );
 }
 
-/// `make krew-manifest`'s script over four stand-in archives.
+/// Writes a .tar.gz at `path` holding `files` (name, content) at its top level, with tar.
+fn archive(path: &Path, files: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("-czf")
+        .arg(path)
+        .args(files.iter().map(|(name, _)| name))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `make krew-manifest`'s script over four archives.
 fn render_krew_manifest(version: &str, dist: &Path) -> Output {
     Command::new("python3")
         .arg(crate_dir().join("../../deploy/krew/render-manifest.py"))
@@ -353,12 +370,15 @@ fn krew_manifest_names_every_platform_archive_and_its_checksum() {
         ("darwin", "arm64"),
     ];
     for (os, arch) in platforms {
-        std::fs::write(
-            dist.path()
+        archive(
+            &dist
+                .path()
                 .join(format!("irsa-doctor-v1.2.3-{os}-{arch}.tar.gz")),
-            format!("{os}/{arch}"),
-        )
-        .unwrap();
+            &[
+                ("kubectl-irsa_doctor", &format!("{os}/{arch}")),
+                ("LICENSE", "Apache"),
+            ],
+        );
     }
     let out = render_krew_manifest("1.2.3", dist.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -397,6 +417,23 @@ fn krew_manifest_names_every_platform_archive_and_its_checksum() {
             .to_string();
         assert_eq!(platform["sha256"].as_str(), Some(expected.as_str()));
     }
+    // An archive without the LICENSE krew installs is refused, naming what it lacks.
+    let linux = dist.path().join("irsa-doctor-v1.2.3-linux-amd64.tar.gz");
+    archive(&linux, &[("kubectl-irsa_doctor", "linux/amd64")]);
+    let unlicensed = render_krew_manifest("1.2.3", dist.path());
+    assert_ne!(unlicensed.status.code(), Some(0));
+    assert!(
+        stderr(&unlicensed).contains("irsa-doctor-v1.2.3-linux-amd64.tar.gz lacks LICENSE"),
+        "{}",
+        stderr(&unlicensed)
+    );
+    archive(
+        &linux,
+        &[
+            ("kubectl-irsa_doctor", "linux/amd64"),
+            ("LICENSE", "Apache"),
+        ],
+    );
     // A missing archive is named; a `v` in VERSION is refused with the right spelling.
     std::fs::remove_file(dist.path().join("irsa-doctor-v1.2.3-darwin-arm64.tar.gz")).unwrap();
     let missing = render_krew_manifest("1.2.3", dist.path());

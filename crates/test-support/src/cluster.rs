@@ -52,6 +52,9 @@ pub struct ClusterOptions {
     pub chart_values: Vec<String>,
     /// Install the chart without its CRD (the test installs its own, or none).
     pub without_crd: bool,
+    /// Apply no chart at all: the test installs it itself (`helm install`), and the operator's
+    /// kubeconfig is the admin's.
+    pub without_chart: bool,
     /// Start no node agent: pods stay Pending (the scale benchmark's 50,000 pods need no node).
     pub without_node: bool,
 }
@@ -149,20 +152,25 @@ impl Cluster {
             plane.url()
         );
         let client = plane.client()?;
-        kubectl_apply(
-            plane.kubeconfig_path(),
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {OPERATOR_NAMESPACE}\n"),
-        )?;
-        kubectl_apply(
-            plane.kubeconfig_path(),
-            &helm_template(&options.chart_values, !options.without_crd)?,
-        )?;
-        if !options.without_crd {
-            crd_established(&client).await;
-        }
-        let operator_kubeconfig = plane
-            .service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
-            .await?;
+        let operator_kubeconfig = match options.without_chart {
+            true => plane.kubeconfig_path().to_path_buf(),
+            false => {
+                kubectl_apply(
+                    plane.kubeconfig_path(),
+                    &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {OPERATOR_NAMESPACE}\n"),
+                )?;
+                kubectl_apply(
+                    plane.kubeconfig_path(),
+                    &helm_template(&options.chart_values, !options.without_crd)?,
+                )?;
+                if !options.without_crd {
+                    crd_established(&client).await;
+                }
+                plane
+                    .service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+                    .await?
+            }
+        };
         let node = match options.without_node {
             true => None,
             false => Some(NodeAgent::start(&plane, options.node).await?),
