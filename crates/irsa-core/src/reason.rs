@@ -339,6 +339,18 @@ catalogue! {
 }
 
 impl Reason {
+    /// Whether this Unknown says a service failed (AWS, the Kubernetes API, the issuer's
+    /// discovery endpoint) rather than something about the setup: such a verdict is worth
+    /// diagnosing again soon, once the fault has ended.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Reason::AwsApiUnavailable
+                | Reason::KubernetesApiUnavailable
+                | Reason::IssuerDiscoveryUnreachable
+        )
+    }
+
     /// Looks a reason up by its identifier.
     pub fn from_name(name: &str) -> Option<Reason> {
         Reason::ALL.iter().copied().find(|r| r.as_str() == name)

@@ -117,6 +117,14 @@ impl Report {
             .expect("diagnose always writes Ready")
     }
 
+    /// Whether the verdict is Unknown because a service failed ([`Reason::is_fault`]): what the
+    /// operator diagnoses again soon rather than at the next interval.
+    pub fn awaits_recovery(&self) -> bool {
+        self.ready().status == Status::Unknown
+            && (self.conditions.iter().any(|c| c.reason.is_fault())
+                || self.findings.iter().any(|f| f.reason.is_fault()))
+    }
+
     /// Whether any finding is an error.
     pub fn has_errors(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Error)

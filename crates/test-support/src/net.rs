@@ -1,4 +1,4 @@
-//! Loopback networking for tests: free ports and plain HTTP GETs.
+//! Loopback networking for tests: free ports, plain HTTP GETs, and a proxy that can be closed.
 
 use std::net::TcpListener;
 
@@ -38,4 +38,77 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default(),
     ))
+}
+
+/// A TCP proxy on a loopback port to `127.0.0.1:upstream` that a test closes — new connections
+/// are refused and open ones cut, as when a service goes away — and opens again on the same
+/// port. Stops on drop.
+pub struct Gate {
+    /// The proxy's port.
+    pub port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Gate {
+    /// Starts the proxy, open.
+    pub async fn start(upstream: u16) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, mut opened) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            let mut listener = Some(listener);
+            loop {
+                let Some(accepting) = listener.take() else {
+                    // Closed: wait to be opened, then listen on the same port again.
+                    if opened.wait_for(|o| *o).await.is_err() {
+                        return;
+                    }
+                    listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                        .await
+                        .ok();
+                    continue;
+                };
+                // Connections live in this set: closing the gate drops it, cutting them.
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    tokio::select! {
+                        accepted = accepting.accept() => {
+                            let Ok((mut client, _)) = accepted else { break };
+                            connections.spawn(async move {
+                                if let Ok(mut server) =
+                                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                                {
+                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                                }
+                            });
+                        }
+                        closed = opened.wait_for(|o| !*o) => {
+                            if closed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Gate { port, open, task }
+    }
+
+    /// Refuses new connections and cuts open ones.
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Accepts connections again.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
 }

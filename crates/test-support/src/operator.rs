@@ -268,7 +268,6 @@ pub const OPERATOR_RBAC: &[(&str, &str, &str)] = &[
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "patch"),
     ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "patch"),
     ("irsa-doctor.io", "irsachecks", "list"),
     ("irsa-doctor.io", "irsachecks", "watch"),
     ("irsa-doctor.io", "irsachecks/status", "patch"),

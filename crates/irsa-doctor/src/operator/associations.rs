@@ -9,10 +9,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use irsa_core::Fact;
-
 use super::context::Context;
-use super::diagnosis::{diagnose_missing, diagnose_service_account};
+use super::diagnosis::diagnose_again;
 
 /// (namespace, ServiceAccount, association id) of every association.
 type Listed = BTreeSet<(String, String, String)>;
@@ -44,28 +42,9 @@ pub async fn run(ctx: Arc<Context>, cluster: String, poll: Duration) {
                 .map(|(ns, name, _)| (ns.as_str(), name.as_str()))
                 .collect();
             for (namespace, name) in changed {
-                diagnose_change(&ctx, namespace, name).await;
+                tracing::info!(namespace, name, "EKS Pod Identity association changed");
+                diagnose_again(&ctx, namespace, name).await;
             }
         }
-    }
-}
-
-/// Diagnoses `namespace/name` again after its association changed.
-async fn diagnose_change(ctx: &Context, namespace: &str, name: &str) {
-    if !ctx.service_accounts().watches(namespace) {
-        return;
-    }
-    tracing::info!(namespace, name, "EKS Pod Identity association changed");
-    if ctx.trigger_checks_naming(namespace, name) {
-        return;
-    }
-    match ctx.service_accounts().get(namespace, name).await {
-        Fact::Known(Some(sa)) => diagnose_service_account(ctx, sa).await,
-        Fact::Known(None) if ctx.is_associated(namespace, name) => {
-            diagnose_missing(ctx, namespace, name).await
-        }
-        // Neither a ServiceAccount nor an association any more: nothing to report on.
-        Fact::Known(None) => ctx.verdicts().forget(namespace, name),
-        Fact::Unavailable(_) | Fact::Skipped(_) => {}
     }
 }

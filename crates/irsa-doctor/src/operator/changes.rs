@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::context::Context;
 use super::diagnosis::diagnose_service_account;
 use super::index::AnnotationFilter;
+use super::recovery::Subject;
 use super::service_accounts::SaMeta;
 use crate::api::dynamic_resource as resource;
 use crate::gather;
@@ -56,6 +57,8 @@ pub async fn run(
                     sa.metadata.name.clone().unwrap_or_default(),
                 );
                 ctx.verdicts().forget(&key.0, &key.1);
+                ctx.recovery()
+                    .forget(&Subject::ServiceAccount(key.0.clone(), key.1.clone()));
                 filter.forget(&key);
             }
             watcher::Event::Apply(meta) => {

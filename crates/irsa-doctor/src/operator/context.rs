@@ -1,5 +1,5 @@
 //! What every diagnosis in the operator shares: clients, caches, the issuer, the Event
-//! recorder, metrics, the verdict memory, the prober, and what keeps tenants apart ([`Tenancy`]:
+//! publisher, metrics, the verdict memory, the prober, and what keeps tenants apart ([`Tenancy`]:
 //! the roles that may be looked up, the probe slots, each check's last probe).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use irsa_aws::AwsFacts;
 use irsa_core::facts::AllowedRoles;
 use irsa_core::probe::ProbeObservation;
-use irsa_core::{Fact, Issuer, Report};
+use irsa_core::{Fact, Issuer, Report, Status};
 use kube::core::DynamicObject;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::events::{self, EventSpec};
+use super::events::{EventSpec, Publisher};
 use super::index::CheckIndex;
 use super::metrics::Metrics;
 use super::probe::Prober;
+use super::recovery::{Recovery, Subject};
 use super::service_accounts::ServiceAccounts;
 use super::verdicts::{Diagnosed, Verdicts};
 use super::watch_namespace::WatchNamespace;
@@ -79,7 +79,7 @@ pub struct Context {
     client: kube::Client,
     aws: Arc<AwsFacts>,
     issuer: RwLock<Fact<Issuer>>,
-    recorder: Recorder,
+    publisher: Publisher,
     metrics: Arc<Metrics>,
     service_accounts: ServiceAccounts,
     checks: Arc<CheckIndex>,
@@ -107,6 +107,8 @@ pub struct Context {
     associated: RwLock<HashSet<(String, String)>>,
     /// Each watched scope's way to re-run an IrsaCheck.
     triggers: Mutex<Vec<(WatchNamespace, Trigger)>>,
+    /// The verdicts Unknown because of a fault, diagnosed again soon.
+    recovery: Recovery,
 }
 
 /// Re-runs an IrsaCheck of one watched scope.
@@ -131,7 +133,7 @@ impl Context {
         client: kube::Client,
         aws: Arc<AwsFacts>,
         issuer: Fact<Issuer>,
-        recorder: Recorder,
+        publisher: Publisher,
         metrics: Arc<Metrics>,
         service_accounts: ServiceAccounts,
         checks: Arc<CheckIndex>,
@@ -140,7 +142,7 @@ impl Context {
         Context {
             aws,
             issuer: RwLock::new(issuer),
-            recorder,
+            publisher,
             metrics,
             service_accounts,
             checks,
@@ -157,6 +159,7 @@ impl Context {
             agents: Agents::new(client.clone(), AGENT_NAMESPACE),
             associated: RwLock::new(HashSet::new()),
             triggers: Mutex::new(Vec::new()),
+            recovery: Recovery::default(),
             client,
         }
     }
@@ -320,6 +323,26 @@ impl Context {
         !checks.is_empty()
     }
 
+    /// Re-runs the IrsaCheck `namespace/name`; false when no such check is known.
+    pub fn trigger_check(&self, namespace: &str, name: &str) -> bool {
+        if !self.checks.contains(namespace, name) {
+            return false;
+        }
+        let triggers = self.triggers.lock().unwrap_or_else(|p| p.into_inner());
+        let ar = crate::api::dynamic_resource();
+        match triggers.iter().find(|(scope, _)| scope.contains(namespace)) {
+            Some((_, trigger)) => trigger
+                .send(ObjectRef::new_with(name, ar).within(namespace))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// The verdicts Unknown because of a fault.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
     /// The Kubernetes client.
     pub fn client(&self) -> &kube::Client {
         &self.client
@@ -422,13 +445,17 @@ impl Context {
             .filter(|u| u.uid.as_deref() == uid && u.generation == generation)
     }
 
-    /// Publishes an Event about an object.
+    /// Publishes an Event about an object; a failure is logged and counted, never fatal.
     pub async fn publish(
         &self,
         event: &EventSpec,
         reference: &k8s_openapi::api::core::v1::ObjectReference,
     ) {
-        events::publish(&self.recorder, event, reference).await;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if let Err(e) = self.publisher.publish(event, reference, now).await {
+            self.metrics.event_failed(event.reason);
+            tracing::warn!(error = %e, reason = %event.reason, object = ?reference.name, "could not publish an Event");
+        }
     }
 
     /// Records a ServiceAccount's verdict (its whole report, or its Ready verdict) and publishes
@@ -440,6 +467,15 @@ impl Context {
         name: &str,
         diagnosed: impl Into<Diagnosed<'a>>,
     ) {
+        let diagnosed = diagnosed.into();
+        let awaits = match &diagnosed {
+            Diagnosed::Report(r) => r.awaits_recovery(),
+            Diagnosed::Ready(v) => v.status == Status::Unknown && v.reason.is_fault(),
+        };
+        self.recovery.record(
+            Subject::ServiceAccount(namespace.to_string(), name.to_string()),
+            awaits,
+        );
         if let Some(event) = self.verdicts.record(namespace, name, diagnosed) {
             if let Some(reference) = self.service_accounts.reference(namespace, name) {
                 self.publish(&event, &reference).await;

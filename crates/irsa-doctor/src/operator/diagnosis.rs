@@ -1,7 +1,8 @@
 //! The diagnosis of one ServiceAccount that no IrsaCheck names: gather its facts (AWS, EKS Pod
 //! Identity), list its pods, observe what runs, diagnose, and record the verdict (an Event on a
 //! flip, the PolicyReport, the counts). What a change runs for one ServiceAccount, and what the
-//! sweep runs for each of a namespace's, a batch at a time (it lists pods once per batch).
+//! sweep runs for each of a namespace's, a batch at a time (it lists pods once per batch); and
+//! what an association change or the end of a fault runs for one ServiceAccount.
 
 use std::time::Duration;
 
@@ -66,4 +67,24 @@ pub async fn diagnose_missing(ctx: &Context, namespace: &str, name: &str) {
     ctx.record_service_account(namespace, name, &report).await;
     ctx.metrics()
         .reconciled(Kind::ServiceAccount, timer.elapsed());
+}
+
+/// Diagnoses `namespace/name` again, now: the IrsaChecks naming it re-run, or else the
+/// ServiceAccount is diagnosed (or, when only an association names it, the missing one); a
+/// ServiceAccount that neither exists nor is associated is forgotten.
+pub async fn diagnose_again(ctx: &Context, namespace: &str, name: &str) {
+    if !ctx.service_accounts().watches(namespace) {
+        return;
+    }
+    if ctx.trigger_checks_naming(namespace, name) {
+        return;
+    }
+    match ctx.service_accounts().get(namespace, name).await {
+        Fact::Known(Some(sa)) => diagnose_service_account(ctx, sa).await,
+        Fact::Known(None) if ctx.is_associated(namespace, name) => {
+            diagnose_missing(ctx, namespace, name).await
+        }
+        Fact::Known(None) => ctx.verdicts().forget(namespace, name),
+        Fact::Unavailable(_) | Fact::Skipped(_) => {}
+    }
 }

@@ -1,4 +1,5 @@
-//! Which Events a verdict deserves (pure), and publishing them (I/O, never fatal).
+//! Which Events a verdict deserves and what they are named (pure), and publishing them (I/O,
+//! never fatal).
 //!
 //! Events are for transitions only: a Warning when Ready turns False (or fails for a new
 //! reason), a Normal when it turns True again after having been something else. Unknown never
@@ -6,12 +7,19 @@
 
 use irsa_core::{ConditionVerdict, Reason, Status};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
 
 use super::text::truncate;
+use super::FIELD_MANAGER;
 
 /// The API server refuses Event notes longer than this (events.k8s.io/v1).
 pub const NOTE_MAX_BYTES: usize = 1024;
+/// The longest object name (a DNS subdomain).
+const NAME_MAX_BYTES: usize = 253;
+/// The API server refuses a `reportingInstance` longer than this.
+const INSTANCE_MAX_BYTES: usize = 128;
 
 /// A Ready verdict as remembered between runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,21 +69,73 @@ pub fn transition(previous: Option<Verdict>, ready: &ConditionVerdict) -> Option
     }
 }
 
-/// Publishes an Event; a failure to publish is logged, never fatal.
-pub async fn publish(recorder: &Recorder, event: &EventSpec, reference: &ObjectReference) {
-    let ev = Event {
-        type_: if event.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: event.reason.as_str().to_string(),
-        note: Some(event.note.clone()),
-        action: "Diagnose".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, reference).await {
-        tracing::warn!(error = %e, reason = %event.reason, object = ?reference.name, "could not publish an Event");
+/// An Event's name: the object's name, a dot and the time in hexadecimal nanoseconds, as
+/// client-go names Events. When that would pass the 253 characters of any object name, the
+/// object's name is cut and an FNV-1a hash of the whole name added (`<head>-<8 hex>`), so a
+/// valid object name always gets a valid, still recognisable Event name.
+pub fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    if object.len() + suffix.len() <= NAME_MAX_BYTES {
+        return format!("{object}{suffix}");
+    }
+    let hash = object.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let keep = NAME_MAX_BYTES - suffix.len() - 9;
+    // Names are ASCII; a label may not end in '-' or '.'.
+    let head = object[..keep.min(object.len())].trim_end_matches(['-', '.']);
+    format!("{head}-{hash:08x}{suffix}")
+}
+
+/// Publishes Events (`events.k8s.io/v1`) as irsa-doctor; one create per transition.
+#[derive(Clone)]
+pub struct Publisher {
+    client: kube::Client,
+    /// `reportingInstance`: this replica.
+    instance: String,
+}
+
+impl Publisher {
+    /// A publisher for the replica `identity`.
+    pub fn new(client: kube::Client, identity: &str) -> Publisher {
+        Publisher {
+            client,
+            instance: truncate(identity, INSTANCE_MAX_BYTES),
+        }
+    }
+
+    /// Creates the Event `event` about `reference`, at `now`.
+    pub async fn publish(
+        &self,
+        event: &EventSpec,
+        reference: &ObjectReference,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Result<(), kube::Error> {
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let object = reference.name.as_deref().unwrap_or(FIELD_MANAGER);
+        let ev = Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(object, now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            action: Some("Diagnose".into()),
+            reason: Some(event.reason.as_str().to_string()),
+            note: Some(event.note.clone()),
+            regarding: Some(reference.clone()),
+            event_time: Some(MicroTime(now)),
+            reporting_controller: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+            ..Event::default()
+        };
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &ev)
+            .await
+            .map(drop)
     }
 }
 
@@ -131,6 +191,39 @@ pub(crate) mod tests {
             "Unknown never pages"
         );
         assert!(transition(seen(Status::Unknown, Reason::AwsApiUnavailable), &good).is_some());
+    }
+
+    #[test]
+    fn event_names_fit_for_any_object_name() {
+        let nanos = 1_764_968_000_123_456_789_i128;
+        assert_eq!(
+            event_name("s3-reader", nanos),
+            format!("s3-reader.{nanos:x}")
+        );
+        let dns_label = |s: &str| {
+            s.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+        };
+        // The longest names, and cuts that would end in '-' or '.'.
+        for object in [
+            "a".repeat(253),
+            format!("{}-{}", "b".repeat(226), "c".repeat(26)),
+            format!("{}.{}", "d".repeat(226), "e".repeat(26)),
+            format!("{}-{}", "f".repeat(220), "g".repeat(10)),
+        ] {
+            let name = event_name(&object, nanos);
+            assert!(name.len() <= 253, "{} bytes: {name}", name.len());
+            assert!(dns_label(&name), "{name}");
+            assert!(name.starts_with(&object[..200]), "{name}");
+        }
+        // Two long names that differ only at the end get different Event names.
+        let (x, y) = ("h".repeat(250) + "xyz", "h".repeat(250) + "xyw");
+        assert_ne!(event_name(&x, nanos), event_name(&y, nanos));
     }
 
     #[test]

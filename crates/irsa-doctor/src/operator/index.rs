@@ -103,6 +103,13 @@ impl CheckIndex {
         names
     }
 
+    /// Whether the IrsaCheck `namespace/name` exists, as last seen.
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        let c = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        c.by_check
+            .contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
     /// Whether any IrsaCheck names this ServiceAccount.
     pub fn is_named(&self, namespace: &str, name: &str) -> bool {
         let c = self.inner.read().unwrap_or_else(|p| p.into_inner());

@@ -79,6 +79,13 @@ pub struct VerdictLabels {
     pub reason: ReasonLabel,
 }
 
+/// Labels of the Events that could not be published.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The Event's reason.
+    pub reason: ReasonLabel,
+}
+
 /// Labels of reconcile metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -165,6 +172,7 @@ pub struct Metrics {
     reconcile_duration: Family<KindLabels, Histogram>,
     probe_runs: Family<ProbeLabels, Counter>,
     probe_duration: Family<ProbeLabels, Histogram>,
+    events_failed: Family<EventLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -227,6 +235,13 @@ impl Metrics {
             Unit::Seconds,
             probe_duration.clone(),
         );
+        let events_failed = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "irsa_doctor_events_failed",
+            "Events that could not be published (the verdict is in the status all the same), by \
+             the Event's reason",
+            events_failed.clone(),
+        );
         // Failures from the start, at 0, so that rates see the first one and a dashboard finds
         // the metric. (Diagnoses are not: a standby replica exports none.)
         for kind in [Kind::IrsaCheck, Kind::ServiceAccount] {
@@ -249,6 +264,7 @@ impl Metrics {
             reconcile_duration,
             probe_runs,
             probe_duration,
+            events_failed,
         }
     }
 
@@ -330,6 +346,15 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one Event of `reason` that could not be published.
+    pub fn event_failed(&self, reason: Reason) {
+        self.events_failed
+            .get_or_create(&EventLabels {
+                reason: ReasonLabel(reason),
+            })
+            .inc();
     }
 
     /// Counts one failed diagnosis of `kind`.

@@ -4,6 +4,7 @@
 //! on SIGTERM it stops its controllers, deletes in-flight probe pods and releases the Lease.
 
 mod associations;
+mod backoff;
 mod changes;
 mod config;
 mod context;
@@ -17,6 +18,7 @@ mod metrics;
 mod policy_report;
 pub mod probe;
 mod reconcile;
+mod recovery;
 mod service_accounts;
 mod signals;
 mod status;
@@ -33,7 +35,6 @@ use std::time::Duration;
 
 use irsa_aws::AwsFacts;
 use irsa_core::Fact;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::task::JoinSet;
 
 pub use config::Config;
@@ -46,6 +47,7 @@ pub use watch_namespace::WatchNamespace;
 
 use crate::gather::issuer;
 use context::Context;
+use events::Publisher;
 use leader::Leadership;
 use metrics::Metrics;
 use probe::Prober;
@@ -149,7 +151,7 @@ pub async fn run(args: Config) -> Result<Stopped, Error> {
             client.clone(),
             aws,
             issuer,
-            Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
+            Publisher::new(client.clone(), &args.identity),
             metrics,
             service_accounts,
             watched.checks.clone(),

@@ -40,6 +40,7 @@ use tracing::instrument;
 use super::context::{Context, Unwritten, Written};
 use super::events::transition;
 use super::metrics::Kind;
+use super::recovery::Subject;
 use super::status;
 use super::stopwatch::Stopwatch;
 use crate::api::dynamic_resource as resource;
@@ -340,6 +341,10 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         ctx.remember_written(&namespace, &name, inputs);
     }
 
+    ctx.recovery().record(
+        Subject::Check(namespace.clone(), name.clone()),
+        report.awaits_recovery(),
+    );
     let ready = report.ready();
     if let Some(event) = transition(status::ready_verdict(&previous), ready) {
         ctx.publish(&event, &obj.object_ref(&resource())).await;

@@ -16,6 +16,7 @@ use kube::runtime::{predicates, watcher, WatchStreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::backoff::relisting;
 use super::config::Config;
 use super::context::Context;
 use super::error::Error;
@@ -25,7 +26,7 @@ use super::reconcile::{error_policy, reconcile};
 use super::service_accounts::{strip, Cache, SaMeta, ServiceAccounts};
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
-use super::{associations, changes, status, sweep};
+use super::{associations, changes, recovery, status, sweep};
 use crate::api::dynamic_resource as resource;
 
 type SaEvents = BoxStream<'static, Result<watcher::Event<SaMeta>, watcher::Error>>;
@@ -47,7 +48,7 @@ pub struct Watches {
     pub all_synced: Synced,
 }
 
-/// A watch error is logged (the stream backs off and retries by itself).
+/// A watch error is logged (the stream relists or backs off and retries by itself).
 fn log_error<K>(what: &'static str) -> impl FnMut(&Result<K, watcher::Error>) {
     move |r| {
         if let Err(e) = r {
@@ -69,11 +70,10 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         let cache = Arc::new(Cache::default());
         let (mut sa_listed, mut all_listed) = (sa_synced.tracker(), all_synced.tracker());
         // Metadata only: annotations are all the diagnosis reads of a ServiceAccount.
-        let service_accounts = watcher(
+        let service_accounts = relisting(watcher(
             ns.api::<PartialObjectMeta<ServiceAccount>>(client),
             watcher::Config::default(),
-        )
-        .default_backoff()
+        ))
         .modify(strip)
         .inspect(log_error("ServiceAccount"))
         .inspect({
@@ -93,20 +93,22 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         let check_store = writer.as_reader();
         let (index, mut listed) = (checks.clone(), all_synced.tracker());
         // Status writes do not change the generation, so they do not re-trigger the check.
-        let check_objects = watcher(ns.api_with(client, &ar), watcher::Config::default())
-            .default_backoff()
-            .modify(status::keep_what_reconcile_reads)
-            .reflect(writer)
-            .inspect(log_error("IrsaCheck"))
-            .inspect(move |e| {
-                if let Ok(e) = e {
-                    index.observe(e);
-                    listed(e);
-                }
-            })
-            .applied_objects()
-            .predicate_filter(predicates::generation, Default::default())
-            .boxed();
+        let check_objects = relisting(watcher(
+            ns.api_with(client, &ar),
+            watcher::Config::default(),
+        ))
+        .modify(status::keep_what_reconcile_reads)
+        .reflect(writer)
+        .inspect(log_error("IrsaCheck"))
+        .inspect(move |e| {
+            if let Ok(e) = e {
+                index.observe(e);
+                listed(e);
+            }
+        })
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default())
+        .boxed();
         scopes.push(Scope {
             service_accounts,
             checks: check_objects,
@@ -187,6 +189,11 @@ impl Watches {
                 ("EKS Pod Identity association poller", Ok(()))
             });
         }
+        let recovering = ctx.clone();
+        tasks.spawn(async move {
+            recovery::run(recovering, concurrency).await;
+            ("recovery", Ok(()))
+        });
         let (ctx, synced) = (ctx.clone(), self.all_synced.clone());
         let (namespaces, interval) = (namespaces.to_vec(), args.sweep_interval);
         tasks.spawn(async move {
