@@ -53,8 +53,12 @@ impl Default for Options {
 
 /// A running control plane; every process is stopped and every file removed on drop.
 pub struct ControlPlane {
-    // Dropped in reverse start order: controller-manager, API server, etcd.
-    processes: Vec<Process>,
+    // Dropped in reverse start order (see Drop): controller-manager, API server, etcd.
+    etcd: Process,
+    apiserver: std::sync::Mutex<Option<Process>>,
+    /// How the API server is started, to start it again.
+    apiserver_command: (PathBuf, Vec<String>),
+    controller_manager: Option<Process>,
     url: String,
     ca_pem: String,
     admin_token: String,
@@ -67,9 +71,9 @@ pub struct ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        while let Some(p) = self.processes.pop() {
-            drop(p);
-        }
+        drop(self.controller_manager.take());
+        drop(self.apiserver.get_mut().map(Option::take));
+        // etcd goes with the fields.
     }
 }
 
@@ -147,30 +151,31 @@ impl ControlPlane {
 
         let api_port = free_port()?;
         let cert_dir = root.join("certs");
+        let apiserver_args: Vec<String> = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // With a loopback advertise address the default reconciler only complains.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", cert_dir.display()),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--token-auth-file={}", tokens.display()),
+            format!("--service-account-issuer={issuer}"),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            format!("--service-account-key-file={}", sa_key.display()),
+            "--api-audiences=https://kubernetes.default.svc,sts.amazonaws.com".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", audit_log.display()),
+            "--audit-log-format=json".into(),
+            "--audit-log-mode=blocking".into(),
+            // The node agent serves pods/log on loopback.
+            "--kubelet-preferred-address-types=InternalIP".into(),
+        ];
         let mut apiserver = Process::spawn(
             "kube-apiserver",
-            std::process::Command::new(&bin.kube_apiserver).args([
-                &format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                // With a loopback advertise address the default reconciler only complains.
-                "--endpoint-reconciler-type=none",
-                &format!("--secure-port={api_port}"),
-                &format!("--cert-dir={}", cert_dir.display()),
-                "--authorization-mode=Node,RBAC",
-                &format!("--token-auth-file={}", tokens.display()),
-                &format!("--service-account-issuer={issuer}"),
-                &format!("--service-account-signing-key-file={}", sa_key.display()),
-                &format!("--service-account-key-file={}", sa_key.display()),
-                "--api-audiences=https://kubernetes.default.svc,sts.amazonaws.com",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                &format!("--audit-policy-file={}", audit_policy.display()),
-                &format!("--audit-log-path={}", audit_log.display()),
-                "--audit-log-format=json",
-                "--audit-log-mode=blocking",
-                // The node agent serves pods/log on loopback.
-                "--kubelet-preferred-address-types=InternalIP",
-            ]),
+            std::process::Command::new(&bin.kube_apiserver).args(&apiserver_args),
             &root,
         )?;
         wait_for_port(api_port, "kube-apiserver", &mut apiserver)?;
@@ -180,7 +185,10 @@ impl ControlPlane {
         let kubeconfig = root.join("admin.kubeconfig");
         kubeconfig::write(&kubeconfig, &url, &ca_pem, &admin_token)?;
         let mut plane = ControlPlane {
-            processes: vec![etcd, apiserver],
+            etcd,
+            apiserver: std::sync::Mutex::new(Some(apiserver)),
+            apiserver_command: (bin.kube_apiserver.clone(), apiserver_args),
+            controller_manager: None,
             url,
             ca_pem,
             admin_token,
@@ -205,7 +213,7 @@ impl ControlPlane {
                 ]),
                 plane.dir.path(),
             )?;
-            plane.processes.push(cm);
+            plane.controller_manager = Some(cm);
         }
         Ok(plane)
     }
@@ -214,8 +222,9 @@ impl ControlPlane {
         let client = self.client()?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            for p in &mut self.processes {
-                p.check_alive()?;
+            self.etcd.check_alive()?;
+            if let Some(apiserver) = self.apiserver.get_mut().unwrap().as_mut() {
+                apiserver.check_alive()?;
             }
             let ready = client
                 .request_text(http::Request::get("/readyz").body(Vec::new())?)
@@ -231,6 +240,47 @@ impl ControlPlane {
         let info = client.apiserver_version().await?;
         self.version = info.git_version;
         Ok(())
+    }
+
+    /// Stops kube-apiserver (etcd keeps the data), waits `down`, and starts it again on the same
+    /// port; returns once it answers `/readyz`. Its watch cache starts afresh, so a watch from an
+    /// older resource version is answered 410 (too old resource version), as after a real
+    /// restart.
+    pub async fn restart_api_server(&self, down: Duration) -> anyhow::Result<()> {
+        drop(self.apiserver.lock().unwrap().take());
+        tokio::time::sleep(down).await;
+        let (bin, args) = &self.apiserver_command;
+        let port: u16 = self.url.rsplit(':').next().unwrap_or_default().parse()?;
+        // The port is free once the old process has gone; binding it is the API server's job.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if Instant::now() > deadline {
+                bail!("kube-apiserver's port {port} was still taken after {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let process = Process::spawn(
+            "kube-apiserver",
+            std::process::Command::new(bin).args(args),
+            self.dir.path(),
+        )?;
+        *self.apiserver.lock().unwrap() = Some(process);
+        let client = self.client()?;
+        loop {
+            let ready = client
+                .request_text(http::Request::get("/readyz").body(Vec::new())?)
+                .await;
+            if matches!(ready.as_deref(), Ok("ok")) {
+                return Ok(());
+            }
+            if let Some(p) = self.apiserver.lock().unwrap().as_mut() {
+                p.check_alive()?;
+            }
+            if Instant::now() > deadline {
+                bail!("kube-apiserver was not ready again within {START_TIMEOUT:?}: {ready:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `https://127.0.0.1:PORT`.

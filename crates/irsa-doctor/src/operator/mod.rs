@@ -114,6 +114,13 @@ pub async fn run(args: Config) -> Result<Stopped, Error> {
         let (metrics, health) = (metrics.clone(), health.clone());
         tasks.spawn(async move { ("http", http::serve(listener, metrics, health).await) });
     }
+    {
+        let (client, health) = (client.clone(), health.clone());
+        tasks.spawn(async move {
+            http::probe_api(client, health).await;
+            ("API server probe", Ok(()))
+        });
+    }
 
     let mut leadership = None;
     if args.leader_election {
@@ -121,8 +128,9 @@ pub async fn run(args: Config) -> Result<Stopped, Error> {
         let owner = args.pod_uid.clone().map(|uid| (identity.clone(), uid));
         let mut lease = Leadership::start(&client, &args.lease_namespace, &identity, owner).await?;
         tracing::info!(%identity, "waiting for leadership");
-        // A standby is healthy: readiness must not wait for the Lease, or rolling updates and
-        // node drains would block on the replica that can never lead while the old one does.
+        // A standby that reaches the API server is ready: readiness must not wait for the
+        // Lease, or rolling updates and node drains would block on the replica that can never
+        // lead while the old one does.
         health.set_ready(true);
         tokio::select! {
             r = lease.acquired() => r?,

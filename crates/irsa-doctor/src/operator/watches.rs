@@ -108,6 +108,9 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default())
+        // Errors were logged above and the watch relists or backs off by itself: the
+        // controller would back off again (up to 30 s) before reading on.
+        .filter(|r| future::ready(r.is_ok()))
         .boxed();
         scopes.push(Scope {
             service_accounts,
