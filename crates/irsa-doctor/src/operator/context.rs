@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use irsa_aws::AwsFacts;
 use irsa_core::facts::AllowedRoles;
 use irsa_core::probe::ProbeObservation;
-use irsa_core::{Fact, Issuer, Report, Status};
+use irsa_core::{Fact, Issuer, Report};
 use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -468,14 +468,13 @@ impl Context {
         diagnosed: impl Into<Diagnosed<'a>>,
     ) {
         let diagnosed = diagnosed.into();
-        let awaits = match &diagnosed {
-            Diagnosed::Report(r) => r.awaits_recovery(),
-            Diagnosed::Ready(v) => v.status == Status::Unknown && v.reason.is_fault(),
-        };
-        self.recovery.record(
-            Subject::ServiceAccount(namespace.to_string(), name.to_string()),
-            awaits,
-        );
+        // A Ready verdict alone comes from an IrsaCheck, which waits for recovery as itself.
+        if let Diagnosed::Report(report) = &diagnosed {
+            self.recovery.record(
+                Subject::ServiceAccount(namespace.to_string(), name.to_string()),
+                report.awaits_recovery(),
+            );
+        }
         if let Some(event) = self.verdicts.record(namespace, name, diagnosed) {
             if let Some(reference) = self.service_accounts.reference(namespace, name) {
                 self.publish(&event, &reference).await;
