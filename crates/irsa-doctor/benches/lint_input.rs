@@ -126,6 +126,10 @@ fn run(bin: &Path, flag: &str, file: &Path, sa: &Path) -> (Duration, i32) {
 }
 
 fn main() -> ExitCode {
+    // `cargo bench` passes --bench: three timed runs of the optimised build against the target.
+    // `cargo test --all-targets` runs this unoptimised: one run each, its exit status checked
+    // (0, 1 or 2: never a crash), its time shown but not held to the target.
+    let timed = std::env::args().any(|a| a == "--bench");
     let bin = Path::new(env!("CARGO_BIN_EXE_irsa-doctor"));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let sa = dir.path().join("sa.yaml");
@@ -143,10 +147,12 @@ fn main() -> ExitCode {
         let file = dir.path().join(format!("input-{i}.yaml"));
         std::fs::write(&file, &text).expect("writing the input");
         for flag in ["--workload", "--service-account"] {
-            let runs: Vec<(Duration, i32)> = (0..3).map(|_| run(bin, flag, &file, &sa)).collect();
+            let times = if timed { 3 } else { 1 };
+            let runs: Vec<(Duration, i32)> =
+                (0..times).map(|_| run(bin, flag, &file, &sa)).collect();
             let slowest = runs.iter().map(|(d, _)| *d).max().unwrap_or_default();
             let code = runs[0].1;
-            let ok = slowest <= TARGET && (0..=2).contains(&code);
+            let ok = (slowest <= TARGET || !timed) && (0..=2).contains(&code);
             missed += usize::from(!ok);
             println!(
                 "{name:<34} {:>9} {flag:<18} {:>8.3} s {:>6.1} s  {} (exit {code})",
