@@ -179,6 +179,11 @@ impl FaultProxy {
         })
     }
 
+    /// The proxy's URL, `http://127.0.0.1:PORT`: whoever talks to it acts as the admin.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A client that talks to the API server through the proxy (as the admin).
     pub fn client(&self) -> anyhow::Result<kube::Client> {
         let config = kube::Config::new(self.url.parse()?);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use irsa_aws::Clients;
+use irsa_doctor::api::IrsaCheck;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -81,12 +82,32 @@ async fn metric_sum(metrics: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// How AWS fails in an outage.
+#[derive(Debug, Clone, Copy)]
+enum AwsFault {
+    /// Connections refused.
+    Refused,
+    /// Connections accepted and never answered until the outage ends.
+    Hung,
+}
+
 /// AWS refuses connections for 60 s, then returns: an IrsaCheck and ten ServiceAccounts the
 /// sweep diagnoses (at a 1-hour interval, far beyond the test) that turned Unknown during the
 /// outage are true again within 30 s of its end, and the outage costs a bounded number of AWS
 /// calls however many verdicts wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_verdicts_are_diagnosed_again_soon_after_aws_returns() {
+    aws_outage(AwsFault::Refused).await;
+}
+
+/// As above with AWS silent for 60 s (each call waits for its 30 s deadline): the calls held
+/// when it answers again complete, and every verdict is true again within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_verdicts_are_diagnosed_again_soon_after_aws_answers_again() {
+    aws_outage(AwsFault::Hung).await;
+}
+
+async fn aws_outage(fault: AwsFault) {
     let aws = moto::Moto::start();
     let admin = Clients::new(&aws.loader().load().await);
     let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
@@ -158,7 +179,10 @@ async fn unknown_verdicts_are_diagnosed_again_soon_after_aws_returns() {
     .await;
 
     // AWS goes away; a change to each makes the operator ask again (the cache has expired).
-    gate.close();
+    match fault {
+        AwsFault::Refused => gate.close(),
+        AwsFault::Hung => gate.hang(),
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let calls_before = metric_sum(&metrics, "irsa_doctor_aws_calls_total{").await;
     let patch = |v: serde_json::Value| kube::api::Patch::Merge(v);
@@ -215,7 +239,7 @@ async fn unknown_verdicts_are_diagnosed_again_soon_after_aws_returns() {
         swept_back = swept_back.max(returned.elapsed());
     }
     eprintln!(
-        "AWS refused for 60 s: {calls_during} AWS calls during the outage for 11 waiting verdicts; \
+        "AWS {fault:?} for 60 s: {calls_during} AWS calls during the outage for 11 waiting verdicts; \
          true again {:.1} s (IrsaCheck) and {:.1} s (the last swept ServiceAccount) after AWS returned",
         check_back.as_secs_f64(),
         swept_back.as_secs_f64()
@@ -305,31 +329,18 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
         );
     }
 
-    // A change made now is diagnosed once the watch has relisted.
-    checks
-        .patch(
-            "good",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"interval": "59m"}})),
-        )
-        .await
-        .unwrap();
-    let generation = checks.get("good").await.unwrap().metadata.generation;
+    // A change made once IrsaChecks can be watched again is diagnosed as soon as the operator's
+    // watch has relisted.
+    let serving = watch_served(&checks).await;
+    let generation = change_interval(&checks, "59m").await;
     eventually(
         "the change diagnosed",
         Duration::from_secs(60),
-        async || {
-            let check = checks.get("good").await.ok()?;
-            let status = check.status?;
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.observed_generation == generation)
-                .then_some(())
-        },
+        async || diagnosed_at(&checks, generation).await,
     )
     .await;
     let change_seen = back.elapsed();
+    let change_after_serving = serving.elapsed();
     let mut ready_again = Duration::ZERO;
     for op in [&leader, &standby] {
         eventually("ready again", Duration::from_secs(30), async || {
@@ -339,10 +350,153 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
         ready_again = ready_again.max(back.elapsed());
     }
     eprintln!(
-        "API server down 22 s: a spec change diagnosed {:.1} s and both replicas ready {:.1} s after it answered again",
+        "API server down 22 s: a spec change diagnosed {:.1} s after it answered again ({:.1} s after it served IrsaCheck watches), both replicas ready {:.1} s after",
         change_seen.as_secs_f64(),
+        change_after_serving.as_secs_f64(),
         ready_again.as_secs_f64()
     );
-    assert!(change_seen <= Duration::from_secs(8), "{change_seen:?}");
+    assert!(
+        change_after_serving <= Duration::from_secs(2),
+        "{change_after_serving:?}"
+    );
     assert!(ready_again <= Duration::from_secs(10), "{ready_again:?}");
+
+    // A restart without downtime: every watch is answered 410 and relists; a change is seen
+    // within 2 s.
+    cluster
+        .plane()
+        .restart_api_server(Duration::ZERO)
+        .await
+        .unwrap();
+    let back = std::time::Instant::now();
+    let serving = watch_served(&checks).await;
+    let generation = change_interval(&checks, "58m").await;
+    eventually(
+        "the change diagnosed after a restart",
+        Duration::from_secs(30),
+        async || diagnosed_at(&checks, generation).await,
+    )
+    .await;
+    let change_seen = back.elapsed();
+    let change_after_serving = serving.elapsed();
+    eprintln!(
+        "API server restarted: a spec change diagnosed {:.1} s after it answered again ({:.1} s after it served IrsaCheck watches)",
+        change_seen.as_secs_f64(),
+        change_after_serving.as_secs_f64()
+    );
+    assert!(
+        change_after_serving <= Duration::from_secs(2),
+        "{change_after_serving:?}"
+    );
+}
+
+/// Waits until the API server serves a watch of IrsaChecks (after a restart it builds their watch
+/// cache first, which takes seconds on a loaded machine); the moment it does.
+async fn watch_served(checks: &Api<IrsaCheck>) -> std::time::Instant {
+    use futures::StreamExt;
+    eventually(
+        "IrsaCheck watches served",
+        Duration::from_secs(60),
+        async || {
+            let params = kube::api::WatchParams::default().timeout(2);
+            let mut events = checks.watch(&params, "0").await.ok()?.boxed();
+            matches!(
+                events.next().await,
+                Some(Ok(kube::api::WatchEvent::Added(_)))
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    std::time::Instant::now()
+}
+
+/// Changes the IrsaCheck `good`'s interval; its new generation.
+async fn change_interval(checks: &Api<IrsaCheck>, interval: &str) -> Option<i64> {
+    checks
+        .patch(
+            "good",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"interval": interval}})),
+        )
+        .await
+        .unwrap();
+    checks.get("good").await.unwrap().metadata.generation
+}
+
+/// Whether `good`'s Ready condition is of `generation`.
+async fn diagnosed_at(checks: &Api<IrsaCheck>, generation: Option<i64>) -> Option<()> {
+    let status = checks.get("good").await.ok()?.status?;
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.observed_generation == generation)
+        .then_some(())
+}
+
+/// The API server fails the operator's pod lists for a moment (500; kube retries a 503 itself): the IrsaCheck diagnosed
+/// then turns Unknown/KubernetesApiUnavailable and is true again within seconds, not at its
+/// 1-hour interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_unknown_from_an_api_failure_is_diagnosed_again_soon() {
+    let aws = moto::Moto::start();
+    let admin = Clients::new(&aws.loader().load().await);
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    setup(&cluster, &admin).await;
+    let client = cluster.client();
+    create_check(&client, "good", "s3-reader").await;
+    let proxy = control_plane::faults::FaultProxy::start(cluster.plane())
+        .await
+        .unwrap();
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        kubeconfig.path(),
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: proxy\n\
+             clusters: [{{name: proxy, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: proxy, user: {{}}}}]\n\
+             contexts: [{{name: proxy, context: {{cluster: proxy, user: proxy}}}}]\n",
+            proxy.url()
+        ),
+    )
+    .unwrap();
+    let _op = start_operator_with_env(
+        std::path::Path::new(env!("CARGO_BIN_EXE_irsa-doctor")),
+        &cluster,
+        &aws.url,
+        &["--leader-election", "false"],
+        &[("KUBECONFIG", kubeconfig.path().to_str().unwrap())],
+    );
+    let checks = checks_api(&client, "reports");
+    let ready_status = async || ready_of(&checks.get("good").await.ok()?);
+    eventually("good Ready True", Duration::from_secs(30), async || {
+        ready_status().await.filter(|(s, _)| s == "True")
+    })
+    .await;
+
+    proxy.fail_next("pods", Some("list"), 3, 500);
+    change_interval(&checks, "59m").await;
+    let failed = std::time::Instant::now();
+    eventually(
+        "good Ready Unknown/KubernetesApiUnavailable",
+        Duration::from_secs(30),
+        async || {
+            ready_status()
+                .await
+                .filter(|(s, r)| s == "Unknown" && r == "KubernetesApiUnavailable")
+        },
+    )
+    .await;
+    eventually(
+        "good Ready True again",
+        Duration::from_secs(60),
+        async || ready_status().await.filter(|(s, _)| s == "True"),
+    )
+    .await;
+    let back = failed.elapsed();
+    eprintln!(
+        "pod lists failed 3 times: Ready True again {:.1} s later",
+        back.as_secs_f64()
+    );
+    assert!(back <= Duration::from_secs(20), "{back:?}");
 }

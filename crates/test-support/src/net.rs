@@ -40,13 +40,24 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-/// A TCP proxy on a loopback port to `127.0.0.1:upstream` that a test closes — new connections
-/// are refused and open ones cut, as when a service goes away — and opens again on the same
-/// port. Stops on drop.
+/// What a [`Gate`] does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forwards them.
+    Open,
+    /// Refuses new ones and cuts open ones, as when a service goes away.
+    Closed,
+    /// Accepts them and answers nothing until opened again, as behind a network black hole:
+    /// what was sent is then delivered, as TCP retransmission would.
+    Hung,
+}
+
+/// A TCP proxy on a loopback port to `127.0.0.1:upstream` that a test closes (refusing) or
+/// hangs (silent), and opens again on the same port. Stops on drop.
 pub struct Gate {
     /// The proxy's port.
     pub port: u16,
-    open: tokio::sync::watch::Sender<bool>,
+    mode: tokio::sync::watch::Sender<Mode>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -61,13 +72,14 @@ impl Gate {
     pub async fn start(upstream: u16) -> Gate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (open, mut opened) = tokio::sync::watch::channel(true);
+        let (mode, mut modes) = tokio::sync::watch::channel(Mode::Open);
+        let per_connection = modes.clone();
         let task = tokio::spawn(async move {
             let mut listener = Some(listener);
             loop {
                 let Some(accepting) = listener.take() else {
-                    // Closed: wait to be opened, then listen on the same port again.
-                    if opened.wait_for(|o| *o).await.is_err() {
+                    // Closed: wait to be opened (or hung), then listen on the same port again.
+                    if modes.wait_for(|m| *m != Mode::Closed).await.is_err() {
                         return;
                     }
                     listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -81,7 +93,12 @@ impl Gate {
                     tokio::select! {
                         accepted = accepting.accept() => {
                             let Ok((mut client, _)) = accepted else { break };
+                            let mut mode = per_connection.clone();
                             connections.spawn(async move {
+                                // A hung gate holds the connection until it opens.
+                                if mode.wait_for(|m| *m == Mode::Open).await.is_err() {
+                                    return;
+                                }
                                 if let Ok(mut server) =
                                     tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                                 {
@@ -89,7 +106,7 @@ impl Gate {
                                 }
                             });
                         }
-                        closed = opened.wait_for(|o| !*o) => {
+                        closed = modes.wait_for(|m| *m == Mode::Closed) => {
                             if closed.is_err() {
                                 return;
                             }
@@ -99,16 +116,21 @@ impl Gate {
                 }
             }
         });
-        Gate { port, open, task }
+        Gate { port, mode, task }
     }
 
     /// Refuses new connections and cuts open ones.
     pub fn close(&self) {
-        self.open.send_replace(false);
+        self.mode.send_replace(Mode::Closed);
     }
 
-    /// Accepts connections again.
+    /// Accepts connections and answers nothing on them until [`Gate::open`].
+    pub fn hang(&self) {
+        self.mode.send_replace(Mode::Hung);
+    }
+
+    /// Forwards connections again, those held while hung included.
     pub fn open(&self) {
-        self.open.send_replace(true);
+        self.mode.send_replace(Mode::Open);
     }
 }

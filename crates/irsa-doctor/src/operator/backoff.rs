@@ -27,10 +27,10 @@ impl Backoff {
         }
     }
 
-    /// After a failed watch: 0.25 s up to 2 s, so a watch is back within about 2 s of the API
-    /// server (client-go waits up to 30 s); a refused connection costs next to nothing.
+    /// After a failed watch: 0.25 s up to 1 s, so a watch is back within about a second of the
+    /// API server (client-go waits up to 30 s); a refused connection costs next to nothing.
     pub fn watch() -> Backoff {
-        Backoff::new(Duration::from_millis(250), Duration::from_secs(2), 2.0)
+        Backoff::new(Duration::from_millis(250), Duration::from_secs(1), 2.0)
     }
 
     /// Between re-diagnoses of a verdict Unknown because of a fault: 5 s up to 2 minutes.
@@ -159,6 +159,6 @@ mod tests {
         assert!(repeated >= Duration::from_millis(200), "{repeated:?}");
         // Many failures in a row never wait more than the cap (+20 %) each.
         let outage = elapsed((0..10).map(|_| Err(refused())).collect()).await;
-        assert!(outage <= Duration::from_secs(24), "{outage:?}");
+        assert!(outage <= Duration::from_secs(12), "{outage:?}");
     }
 }
