@@ -207,6 +207,14 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
         .await
         .unwrap();
 
+    // A runtime class to ask for (the API server refuses one that does not exist itself).
+    let runc: k8s_openapi::api::node::v1::RuntimeClass =
+        serde_json::from_value(json!({"metadata": {"name": "runc"}, "handler": "runc"})).unwrap();
+    Api::<k8s_openapi::api::node::v1::RuntimeClass>::all(admin.clone())
+        .create(&PostParams::default(), &runc)
+        .await
+        .unwrap();
+
     // The probe pod exactly as the operator the chart deploys builds it.
     let good = probe_pod(&check, &chart_probe_config(&[]), Duration::from_secs(120));
     let as_operator: Api<Pod> = Api::namespaced(operator.clone(), NS);
@@ -258,7 +266,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                 init["name"] = json!("init");
                 p["spec"]["initContainers"] = json!([init]);
             }),
-            "no init or ephemeral container",
+            "not spec.initContainers",
         ),
         (
             "another command",
@@ -276,24 +284,24 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
             changed(&good, |p| {
                 p["spec"]["containers"][0]["args"] = json!(["--debug"])
             }),
-            "runs only the probe command",
+            "not probe.args",
         ),
         (
             "hostNetwork",
             changed(&good, |p| p["spec"]["hostNetwork"] = json!(true)),
-            "shares nothing with its node",
+            "not spec.hostNetwork",
         ),
         (
             "hostPID",
             changed(&good, |p| p["spec"]["hostPID"] = json!(true)),
-            "shares nothing with its node",
+            "not spec.hostPID",
         ),
         (
             "a hostPort",
             changed(&good, |p| {
                 p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 80}])
             }),
-            "shares nothing with its node",
+            "not probe.ports",
         ),
         (
             "a hostPath volume",
@@ -303,7 +311,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                     .unwrap()
                     .push(json!({"name": "root", "hostPath": {"path": "/"}}))
             }),
-            "mounts only an emptyDir and the web identity token",
+            "no hostPath, Secret, ConfigMap or other volume",
         ),
         (
             "a Secret volume",
@@ -313,7 +321,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                     .unwrap()
                     .push(json!({"name": "s", "secret": {"secretName": "anything"}}))
             }),
-            "mounts only an emptyDir and the web identity token",
+            "no hostPath, Secret, ConfigMap or other volume",
         ),
         (
             "a Kubernetes API token volume",
@@ -324,7 +332,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                     .push(json!({"name": "api",
                     "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}))
             }),
-            "mounts only an emptyDir and the web identity token",
+            "no hostPath, Secret, ConfigMap or other volume",
         ),
         (
             "automountServiceAccountToken",
@@ -339,7 +347,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                 p["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] =
                     json!(true)
             }),
-            "is not privileged",
+            "allowPrivilegeEscalation false",
         ),
         (
             "an added capability",
@@ -347,7 +355,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                 p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] =
                     json!(["NET_ADMIN"])
             }),
-            "is not privileged",
+            "no added capability",
         ),
         (
             "root",
@@ -356,7 +364,7 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                 p["spec"]["securityContext"]["runAsNonRoot"] = json!(false);
                 p["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] = json!(false);
             }),
-            "runs as non-root",
+            "runAsUser and runAsGroup 65532",
         ),
         (
             "a Secret in the environment",
@@ -388,14 +396,14 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                         json!([{"ip": "192.0.2.1", "hostnames": ["sts.us-east-1.amazonaws.com"]}])
                 },
             ),
-            "no hostAliases",
+            "not spec.hostAliases",
         ),
         (
             "no seccomp profile",
             changed(&good, |p| {
                 p["spec"]["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"})
             }),
-            "seccomp profile is RuntimeDefault or Localhost",
+            "seccompProfile RuntimeDefault",
         ),
         (
             "capabilities kept",
@@ -403,6 +411,198 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
                 p["spec"]["containers"][0]["securityContext"]["capabilities"] = json!(null)
             }),
             "capabilities drop ALL",
+        ),
+        // The review's bypasses of the former deny-list, and fields no rule names.
+        (
+            "a postStart hook",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["lifecycle"] = json!({"postStart": {"exec": {"command":
+                    ["sh", "-c", "cat /var/run/secrets/eks.amazonaws.com/serviceaccount/token"]}}})
+            }),
+            "not probe.lifecycle",
+        ),
+        (
+            "a preStop hook",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["lifecycle"] =
+                    json!({"preStop": {"exec": {"command": ["sh", "-c", "id"]}}})
+            }),
+            "not probe.lifecycle",
+        ),
+        (
+            "an exec liveness probe",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["livenessProbe"] =
+                    json!({"exec": {"command": ["sh", "-c", "id"]}})
+            }),
+            "not probe.livenessProbe",
+        ),
+        (
+            "a readiness probe to another host",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["readinessProbe"] =
+                    json!({"httpGet": {"host": "collector.example", "port": 80}})
+            }),
+            "not probe.readinessProbe",
+        ),
+        (
+            "a startup probe",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["startupProbe"] =
+                    json!({"exec": {"command": ["sh", "-c", "id"]}})
+            }),
+            "not probe.startupProbe",
+        ),
+        (
+            "restartPolicy Always",
+            changed(&good, |p| p["spec"]["restartPolicy"] = json!("Always")),
+            "restartPolicy Never",
+        ),
+        (
+            "no deadline",
+            changed(&good, |p| {
+                p["spec"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("activeDeadlineSeconds");
+            }),
+            "activeDeadlineSeconds from 1 to 900",
+        ),
+        (
+            "a deadline past the longest probe timeout",
+            changed(&good, |p| p["spec"]["activeDeadlineSeconds"] = json!(901)),
+            "activeDeadlineSeconds from 1 to 900",
+        ),
+        (
+            "a nodeSelector",
+            changed(&good, |p| {
+                p["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "control-plane"})
+            }),
+            "not spec.nodeSelector",
+        ),
+        (
+            "node affinity",
+            changed(&good, |p| {
+                p["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                    {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}})
+            }),
+            "not spec.affinity",
+        ),
+        (
+            "a toleration of every taint",
+            changed(&good, |p| {
+                p["spec"]["tolerations"] = json!([{"operator": "Exists"}])
+            }),
+            "only the not-ready/unreachable NoExecute tolerations",
+        ),
+        (
+            "system-node-critical",
+            changed(&good, |p| {
+                p["spec"]["priorityClassName"] = json!("system-node-critical")
+            }),
+            "not spec.priority",
+        ),
+        (
+            "a runtime class",
+            changed(&good, |p| p["spec"]["runtimeClassName"] = json!("runc")),
+            "not spec.runtimeClassName",
+        ),
+        (
+            "no resources",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("resources");
+            }),
+            "requests cpu 50m and memory 64Mi",
+        ),
+        (
+            "huge resources",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["resources"]["limits"] =
+                    json!({"cpu": "64", "memory": "256Gi"})
+            }),
+            "limited to cpu 200m and memory 128Mi",
+        ),
+        (
+            "a memory-backed emptyDir",
+            changed(&good, |p| {
+                p["spec"]["volumes"][0]["emptyDir"]["medium"] = json!("Memory")
+            }),
+            "emptyDir of 16Mi on disk",
+        ),
+        (
+            "AppArmor unconfined",
+            changed(&good, |p| {
+                p["spec"]["securityContext"]["appArmorProfile"] = json!({"type": "Unconfined"})
+            }),
+            "no AppArmor or SELinux options",
+        ),
+        (
+            "AppArmor unconfined by annotation",
+            changed(
+                &good,
+                |p| {
+                    p["metadata"]["annotations"] = json!({"container.apparmor.security.beta.kubernetes.io/probe": "unconfined"})
+                },
+            ),
+            "no annotation",
+        ),
+        (
+            "SELinux spc_t",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["securityContext"]["seLinuxOptions"] =
+                    json!({"type": "spc_t"})
+            }),
+            "no AppArmor, SELinux or seccomp override",
+        ),
+        (
+            "group root",
+            changed(&good, |p| {
+                p["spec"]["securityContext"]["runAsGroup"] = json!(0)
+            }),
+            "runAsUser and runAsGroup 65532",
+        ),
+        (
+            "a writable root filesystem",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] =
+                    json!(false)
+            }),
+            "readOnlyRootFilesystem true",
+        ),
+        (
+            "the node's user namespace",
+            changed(&good, |p| p["spec"]["hostUsers"] = json!(true)),
+            "not spec.hostUsers",
+        ),
+        (
+            "a shared process namespace",
+            changed(&good, |p| p["spec"]["shareProcessNamespace"] = json!(true)),
+            "not spec.shareProcessNamespace",
+        ),
+        (
+            "a subPath mount",
+            changed(&good, |p| {
+                p["spec"]["containers"][0]["volumeMounts"][0]["subPath"] = json!("x")
+            }),
+            "no subPath",
+        ),
+        (
+            "service links",
+            changed(&good, |p| p["spec"]["enableServiceLinks"] = json!(true)),
+            "enableServiceLinks false",
+        ),
+        (
+            "another label",
+            changed(&good, |p| p["metadata"]["labels"]["app"] = json!("web")),
+            "only its own labels",
+        ),
+        (
+            "another container name",
+            changed(&good, |p| p["spec"]["containers"][0]["name"] = json!("app")),
+            "named probe",
         ),
         (
             "no owner",
@@ -448,10 +648,18 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
             "named <IrsaCheck>-irsa-probe",
         ),
     ];
+    let mut wrong = Vec::new();
     for (what, pod, expected) in &cases {
         let message = refusal(what, as_operator.create(&PostParams::default(), pod).await);
-        assert!(message.contains(expected), "{what}: {message}");
+        if !message.contains(expected) {
+            wrong.push(format!("{what}: {message}"));
+        }
     }
+    assert!(
+        wrong.is_empty(),
+        "refused for another reason:\n{}",
+        wrong.join("\n")
+    );
     assert!(as_admin
         .list(&Default::default())
         .await
@@ -500,6 +708,97 @@ async fn the_operator_may_create_and_delete_only_its_probe_pods() {
         created.metadata.labels.as_ref().unwrap()["irsa-doctor.io/check-uid"],
         uid
     );
+
+    // Updates and subresources, were RBAC ever to grant them (here it does, on purpose): refused
+    // by the policy all the same.
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "too-much"},
+        "rules": [{"apiGroups": [""], "verbs": ["*"],
+                   "resources": ["pods", "pods/status", "pods/eviction", "pods/binding",
+                                 "pods/ephemeralcontainers", "pods/exec", "pods/attach"]}]}))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "too-much"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "too-much"},
+        "subjects": [{"kind": "ServiceAccount", "name": "irsa-doctor", "namespace": OPERATOR_NAMESPACE}]}))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let probe_name = created.metadata.name.clone().unwrap();
+    let path = format!("/api/v1/namespaces/{NS}/pods/{probe_name}");
+    let merge = |body: Value| {
+        http::Request::patch(path.clone())
+            .header("Content-Type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    let post = |sub: &str, body: Value| {
+        http::Request::post(format!("{path}/{sub}"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    let subresource_patch = |sub: &str, body: Value| {
+        http::Request::patch(format!("{path}/{sub}"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    let requests = vec![
+        (
+            "an update",
+            merge(json!({"metadata": {"labels": {"app": "web"}}})),
+            "not UPDATE them",
+        ),
+        (
+            "an ephemeral container",
+            subresource_patch(
+                "ephemeralcontainers",
+                json!({"spec": {"ephemeralContainers": [{"name": "debug", "image": "busybox",
+                    "command": ["sh", "-c", "cat /var/run/secrets/eks.amazonaws.com/serviceaccount/token"]}]}}),
+            ),
+            "not UPDATE pods/ephemeralcontainers",
+        ),
+        (
+            "a status update",
+            subresource_patch("status", json!({"status": {"phase": "Succeeded"}})),
+            "not UPDATE pods/status",
+        ),
+        (
+            "a binding to a node",
+            post(
+                "binding",
+                json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": probe_name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": "control-plane"}}),
+            ),
+            "not CREATE pods/binding",
+        ),
+        (
+            "an eviction",
+            post(
+                "eviction",
+                json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": probe_name}}),
+            ),
+            "not CREATE pods/eviction",
+        ),
+        (
+            "an exec",
+            http::Request::post(format!("{path}/exec?command=id&stdout=true"))
+                .body(Vec::new())
+                .unwrap(),
+            "not CONNECT pods/exec",
+        ),
+    ];
+    for (what, request, expected) in requests {
+        let message = refusal(what, operator.request::<Value>(request).await);
+        assert!(message.contains(expected), "{what}: {message}");
+    }
 
     // Deletes: only probe pods.
     let m = refusal(

@@ -100,6 +100,9 @@ pub fn probe_pod(check: &IrsaCheck, config: &ProbeConfig, timeout: Duration) -> 
                 i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX),
             ),
             termination_grace_period_seconds: Some(0),
+            // Service links put every Service of the namespace in the environment; the probe
+            // needs none, and the admission policy admits only what the probe needs.
+            enable_service_links: Some(false),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(PROBE_UID),
@@ -193,6 +196,7 @@ pub(crate) mod tests {
         assert_eq!(spec.service_account_name.as_deref(), Some("s3-reader"));
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.enable_service_links, Some(false));
         assert_eq!(spec.active_deadline_seconds, Some(120));
         let psc = spec.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
