@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `cargo deny check advisories` for `make deny`: against the live RustSec database when it can be
-# fetched; else offline, against a local snapshot (deny/advisory-db.tar.gz, made by `make deny-snapshot`) while it is
-# younger than deny.toml's maximum-db-staleness; else skipped. Which one happened, and why, is
+# fetched; else offline, against a snapshot while it is younger than deny.toml's
+# maximum-db-staleness; else skipped. The snapshot is the one ADVISORY_DB_SNAPSHOT names (a
+# `git archive` tarball of rustsec/advisory-db, with its ADVISORY_DB_COMMIT and ADVISORY_DB_DATE),
+# else deny/advisory-db.tar.gz made by `make deny-snapshot`. Which one happened, and why, is
 # always printed. Exits non-zero only when cargo-deny finds a problem (or cannot run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,20 @@ deny=${CARGO_DENY:-.tools/bin/cargo-deny}
 snapshot=deny/advisory-db.tar.gz
 # commit=, date=, paths= of a snapshot made by `make deny-snapshot` on a machine that reaches GitHub.
 commit= date=
-if [ -f deny/advisory-db.snapshot ]; then . deny/advisory-db.snapshot; fi
+if [ -n "${ADVISORY_DB_SNAPSHOT:-}" ]; then
+  snapshot=$ADVISORY_DB_SNAPSHOT
+  commit=${ADVISORY_DB_COMMIT:-}
+  date=${ADVISORY_DB_DATE:-}
+  if [ ! -f "$snapshot" ] || [ -z "$commit" ] || [ -z "$date" ] || ! date -d "$date" >/dev/null 2>&1; then
+    echo "advisories: ADVISORY_DB_SNAPSHOT=$snapshot needs an existing file and ADVISORY_DB_COMMIT" \
+      "and ADVISORY_DB_DATE (the upstream commit and its date, e.g. 2026-08-21)" >&2
+    exit 2
+  fi
+  # Git and touch want a time of day too.
+  date=$(date -u -d "$date" --iso-8601=seconds)
+elif [ -f deny/advisory-db.snapshot ]; then
+  . deny/advisory-db.snapshot
+fi
 
 # Where cargo-deny keeps the database (db-path plus a hash of its URL): it says so in its log.
 db_dir=$("$deny" --locked --offline -L debug check advisories 2>&1 \
@@ -39,7 +54,7 @@ skip() {
     "\`make deny\` checks the live database; \`make deny-snapshot\` makes a local snapshot for offline checks." >&2
   exit 0
 }
-[ -f "$snapshot" ] || skip "there is no local snapshot ($snapshot; make deny-snapshot makes one where GitHub is reachable)"
+[ -f "$snapshot" ] || skip "there is no local snapshot ($snapshot; make deny-snapshot makes one where GitHub is reachable, or set ADVISORY_DB_SNAPSHOT)"
 [ -n "$max_days" ] || skip "deny.toml sets no maximum-db-staleness in days"
 if [ "$age_days" -gt "$max_days" ]; then
   skip "the local snapshot of $date is $age_days days old, over the $max_days days of deny.toml's maximum-db-staleness"
@@ -58,6 +73,6 @@ GIT_AUTHOR_DATE=$date GIT_COMMITTER_DATE=$date git -C "$db_dir" \
 echo "$commit" >"$marker"
 touch -d "$date" "$db_dir/.git/HEAD"
 echo "advisories: the RustSec database could not be fetched ($why);" \
-  "checking OFFLINE against the local snapshot of $date (rustsec/advisory-db ${commit:0:12}," \
+  "checking OFFLINE against the snapshot $snapshot of $date (rustsec/advisory-db ${commit:0:12}," \
   "$age_days days old): advisories published since then are not checked"
 exec "$deny" --locked --offline check advisories
