@@ -174,6 +174,10 @@ pub struct RunArgs {
     /// At most this many probe pods at once, cluster-wide.
     #[arg(long, env = "IRSA_DOCTOR_MAX_CONCURRENT_PROBES", default_value_t = 4)]
     pub max_concurrent_probes: usize,
+    /// At most this many probe pods at once of one namespace; half of --max-concurrent-probes
+    /// (rounded up) when not given. Probes that hang in one namespace leave the rest to others.
+    #[arg(long, env = "IRSA_DOCTOR_MAX_PROBES_PER_NAMESPACE")]
+    pub max_probes_per_namespace: Option<usize>,
     /// A check's probe pod runs at most this often, however short its spec.interval; diagnoses in
     /// between reuse its last outcome.
     #[arg(long, env = "IRSA_DOCTOR_MIN_PROBE_INTERVAL", default_value = "10m", value_parser = positive_duration)]
@@ -227,6 +231,9 @@ impl RunArgs {
             tenancy: crate::operator::Tenancy {
                 allowed_roles: irsa_core::facts::AllowedRoles::new(self.allowed_role_arns.clone()),
                 max_concurrent_probes: self.max_concurrent_probes,
+                max_probes_per_namespace: self.max_probes_per_namespace.unwrap_or_else(|| {
+                    crate::operator::ProbeSlots::half(self.max_concurrent_probes)
+                }),
                 min_probe_interval: self.min_probe_interval,
             },
             policy_reports: self.policy_reports,

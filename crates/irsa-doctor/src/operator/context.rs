@@ -12,12 +12,13 @@ use irsa_core::probe::ProbeObservation;
 use irsa_core::{Fact, Issuer, Report};
 use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 
 use super::events::{EventSpec, Publisher};
 use super::index::CheckIndex;
 use super::metrics::Metrics;
 use super::probe::Prober;
+use super::probe_slots::{Busy, ProbeSlot, ProbeSlots};
 use super::recovery::{Recovery, Subject};
 use super::service_accounts::ServiceAccounts;
 use super::verdicts::{Diagnosed, Verdicts};
@@ -49,16 +50,20 @@ pub struct Tenancy {
     pub allowed_roles: Option<AllowedRoles>,
     /// `--max-concurrent-probes`: probe pods at once, cluster-wide.
     pub max_concurrent_probes: usize,
+    /// `--max-probes-per-namespace`: probe pods at once of one namespace.
+    pub max_probes_per_namespace: usize,
     /// `--min-probe-interval`: how often one check's probe may run at most.
     pub min_probe_interval: Duration,
 }
 
 impl Default for Tenancy {
-    /// The flags' defaults: any role, 4 probe slots, a probe at most every 10 minutes per check.
+    /// The flags' defaults: any role, 4 probe slots, 2 of them to one namespace, a probe at most
+    /// every 10 minutes per check.
     fn default() -> Tenancy {
         Tenancy {
             allowed_roles: None,
             max_concurrent_probes: 4,
+            max_probes_per_namespace: 2,
             min_probe_interval: Duration::from_secs(600),
         }
     }
@@ -87,9 +92,9 @@ pub struct Context {
     prober: Prober,
     unwritten: Mutex<HashMap<(String, String), Unwritten>>,
     tenancy: Tenancy,
-    /// One permit per probe pod that may run; taken without waiting, so a reconcile never
-    /// blocks on another namespace's probes.
-    probe_slots: Arc<Semaphore>,
+    /// One slot per probe pod that may run, shared fairly among namespaces; taken without
+    /// waiting, so a reconcile never blocks on another namespace's probes.
+    probe_slots: ProbeSlots,
     /// The last probe of each check, by uid.
     last_probes: Mutex<HashMap<String, LastProbe>>,
     /// What each check's written status was diagnosed from, and when it was written, by
@@ -149,7 +154,10 @@ impl Context {
             verdicts: Verdicts::default(),
             prober,
             unwritten: Mutex::new(HashMap::new()),
-            probe_slots: Arc::new(Semaphore::new(Tenancy::default().max_concurrent_probes)),
+            probe_slots: ProbeSlots::new(
+                Tenancy::default().max_concurrent_probes,
+                Tenancy::default().max_probes_per_namespace,
+            ),
             tenancy: Tenancy::default(),
             last_probes: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
@@ -195,7 +203,10 @@ impl Context {
 
     /// The context with `tenancy` instead of the flags' defaults.
     pub fn with_tenancy(mut self, tenancy: Tenancy) -> Context {
-        self.probe_slots = Arc::new(Semaphore::new(tenancy.max_concurrent_probes.max(1)));
+        self.probe_slots = ProbeSlots::new(
+            tenancy.max_concurrent_probes,
+            tenancy.max_probes_per_namespace,
+        );
         self.tenancy = tenancy;
         self
     }
@@ -205,14 +216,10 @@ impl Context {
         self.tenancy.allowed_roles.as_ref()
     }
 
-    /// How many probe pods may run at once.
-    pub fn probe_slot_count(&self) -> usize {
-        self.tenancy.max_concurrent_probes.max(1)
-    }
-
-    /// A probe slot if one is free now; never waits (the caller requeues instead).
-    pub fn try_probe_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.probe_slots.clone().try_acquire_owned().ok()
+    /// A probe slot for a check of `namespace` if it may have one now; never waits (the caller
+    /// requeues instead).
+    pub fn try_probe_slot(&self, namespace: &str) -> Result<ProbeSlot, Busy> {
+        self.probe_slots.try_acquire(namespace, Instant::now())
     }
 
     /// The last probe of the check `uid`, if it ran less than `--min-probe-interval` ago for the

@@ -17,6 +17,7 @@ mod leader;
 mod metrics;
 mod policy_report;
 pub mod probe;
+mod probe_slots;
 mod reconcile;
 mod recovery;
 mod service_accounts;
@@ -43,6 +44,7 @@ pub use error::Error;
 pub use events::NOTE_MAX_BYTES;
 pub use leader::LEASE_NAME;
 pub use policy_report::PolicyReportsMode;
+pub use probe_slots::ProbeSlots;
 pub use watch_namespace::WatchNamespace;
 
 use crate::gather::issuer;

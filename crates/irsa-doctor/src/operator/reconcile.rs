@@ -40,6 +40,7 @@ use tracing::instrument;
 use super::context::{Context, Unwritten, Written};
 use super::events::transition;
 use super::metrics::Kind;
+use super::probe_slots::{Busy, ProbeSlot};
 use super::recovery::Subject;
 use super::status;
 use super::stopwatch::Stopwatch;
@@ -152,19 +153,19 @@ enum ProbePlan {
     /// Known already: disabled, impossible, or the last run, still recent.
     Decided(Fact<ProbeObservation>),
     /// Run it, holding this slot.
-    Run(tokio::sync::OwnedSemaphorePermit),
+    Run(ProbeSlot),
 }
 
-/// Whether the check's probe runs now, is reused, or waits for a slot (`None`).
+/// Whether the check's probe runs now, is reused, or waits for a slot (and why).
 fn plan_probe(
     ctx: &Context,
     check: &IrsaCheck,
     sa: Option<&ServiceAccount>,
     annotations: &BTreeMap<String, String>,
-) -> Option<ProbePlan> {
+) -> Result<ProbePlan, Busy> {
     let namespace = check.namespace().unwrap_or_default();
     let sa_name = &check.spec.service_account_name;
-    let decided = |fact| Some(ProbePlan::Decided(fact));
+    let decided = |fact| Ok(ProbePlan::Decided(fact));
     if !check.spec.probe.enabled {
         return decided(Fact::Skipped("spec.probe.enabled is false".into()));
     }
@@ -174,15 +175,19 @@ fn plan_probe(
             detail: format!("ServiceAccount {namespace}/{sa_name} does not exist"),
         }));
     };
-    let role = sa
-        .role_arn_annotation()
-        .and_then(|a| RoleArn::parse(a).ok());
-    if let (Some(allowed), Some(role)) = (ctx.allowed_roles(), &role) {
-        if !allowed.admits(role) {
-            // The diagnosis says RoleNotAllowed and evaluates nothing that needs the role.
+    if let (Some(allowed), Some(annotation)) = (ctx.allowed_roles(), sa.role_arn_annotation()) {
+        // What is not a role ARN is admitted by no pattern: the webhook would inject it all the
+        // same, so the probe would run as whatever it names.
+        let admitted = RoleArn::parse(annotation).is_ok_and(|role| allowed.admits(&role));
+        if !admitted {
+            // The diagnosis says RoleNotAllowed or RoleArnInvalid and evaluates nothing that
+            // needs the role.
             return decided(Fact::Unavailable(Unavailable {
                 reason: Reason::ProbeNotRun,
-                detail: format!("{role} is outside --allowed-role-arns"),
+                detail: format!(
+                    "{:?} is outside --allowed-role-arns",
+                    super::text::truncate(annotation, 256)
+                ),
             }));
         }
     }
@@ -190,7 +195,7 @@ fn plan_probe(
     if let Some(last) = ctx.recent_probe(uid, check.metadata.generation, annotations) {
         return decided(Fact::Known(last));
     }
-    ctx.try_probe_slot().map(ProbePlan::Run)
+    ctx.try_probe_slot(&namespace).map(ProbePlan::Run)
 }
 
 /// Step 1: facts → report, and when to run again.
@@ -235,20 +240,17 @@ async fn diagnose_check(obj: &DynamicObject, ctx: &Context) -> Diagnosis {
         sa.known().and_then(Option::as_ref),
         &annotations,
     ) {
-        Some(plan) => plan,
-        // Every probe slot is busy. Waiting here would hold a reconcile slot that checks of other
-        // namespaces need, for as long as other probes take.
-        None if ctx.status_is_from(&namespace, &check.name_any(), &inputs, interval) => {
+        Ok(plan) => plan,
+        // No probe slot for this namespace now. Waiting here would hold a reconcile slot that
+        // checks of other namespaces need, for as long as other probes take.
+        Err(_) if ctx.status_is_from(&namespace, &check.name_any(), &inputs, interval) => {
             return Diagnosis::Wait(probe_retry());
         }
-        None => {
+        Err(busy) => {
             requeue = probe_retry();
             ProbePlan::Decided(Fact::Unavailable(Unavailable {
                 reason: Reason::ProbePending,
-                detail: format!(
-                    "all {} probe slots (--max-concurrent-probes) are busy; the probe runs when one frees up",
-                    ctx.probe_slot_count()
-                ),
+                detail: busy.to_string(),
             }))
         }
     };
