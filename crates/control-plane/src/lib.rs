@@ -205,8 +205,11 @@ impl ControlPlane {
                 std::process::Command::new(&bin.kube_controller_manager).args([
                     &format!("--kubeconfig={}", plane.kubeconfig.display()),
                     "--leader-elect=false",
-                    "--controllers=serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller",
+                    "--controllers=serviceaccount-controller,serviceaccount-token-controller,resourcequota-controller,garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller",
                     "--use-service-account-credentials=false",
+                    // A quota on a custom resource is first counted at a resync (5 minutes by
+                    // default); tests cannot wait that long.
+                    "--resource-quota-sync-period=5s",
                     &format!("--service-account-private-key-file={}", sa_key.display()),
                     "--bind-address=127.0.0.1",
                     &format!("--secure-port={}", free_port()?),

@@ -187,3 +187,66 @@ async fn a_long_warning_fits_the_event_note_limit() {
         note.len()
     );
 }
+
+/// `irsaCheckQuota`: the chart's ResourceQuota in each watched namespace is accepted by the API
+/// server and, once the quota controller has counted, admits that many IrsaChecks and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_caps_irsachecks_per_namespace() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let client = cluster.client();
+    namespace(&client, "tenant").await;
+    let applied = kubectl_apply(
+        cluster.kubeconfig_path(),
+        &helm_template(
+            &[
+                "watchNamespaces={tenant}".to_string(),
+                "irsaCheckQuota=2".to_string(),
+            ],
+            true,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        applied.contains("resourcequota/irsa-doctor-irsachecks"),
+        "{applied}"
+    );
+    let started = std::time::Instant::now();
+    let checks: Api<IrsaCheck> = Api::namespaced(client.clone(), "tenant");
+    let spec: IrsaCheckSpec = serde_json::from_value(json!({"serviceAccountName": "api"})).unwrap();
+    let mut created = 0;
+    // The quota refuses everything ("status unknown for quota") until the controller has
+    // discovered the CRD and counted.
+    let refused = eventually(
+        "the third check refused",
+        Duration::from_secs(120),
+        async || match checks
+            .create(
+                &PostParams::default(),
+                &IrsaCheck::new(&format!("c{created}"), spec.clone()),
+            )
+            .await
+        {
+            Ok(_) => {
+                created += 1;
+                assert!(
+                    created <= 2,
+                    "a third IrsaCheck admitted past irsaCheckQuota=2"
+                );
+                None
+            }
+            Err(kube::Error::Api(s)) if s.message.contains("exceeded quota") => Some(s.message),
+            Err(_) => None,
+        },
+    )
+    .await;
+    eprintln!(
+        "quota enforced {:.1} s after the chart was applied",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(created, 2);
+    assert!(
+        refused.contains("count/irsachecks.irsa-doctor.io"),
+        "{refused}"
+    );
+}
