@@ -223,6 +223,56 @@ async fn policy_reports_follow_the_verdicts_and_are_written_only_on_change() {
         "rewritten without a change"
     );
 
+    // A report forged by someone else (here emptied) is written again after the next sweep.
+    let reports_api = policy_reports(&client, "reports");
+    reports_api
+        .patch(
+            "irsa-doctor",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"results": [], "summary": {"pass": 0, "fail": 0}})),
+        )
+        .await
+        .unwrap();
+    let restored = report_when(&client, "reports", "the forged report restored", |r| {
+        ["s3-reader", "exporter", "legacy"]
+            .iter()
+            .all(|n| result_of(r, n).is_some())
+    })
+    .await;
+    assert_eq!(
+        restored["summary"],
+        json!({"pass": 1, "fail": 2, "warn": 0, "error": 0, "skip": 0})
+    );
+    // Another tool's report is not the operator's to change.
+    let other_tool: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+        "metadata": {"name": "other-tool"},
+        "results": [{"policy": "other", "result": "fail", "source": "other-tool"}]}))
+    .unwrap();
+    reports_api
+        .create(&kube::api::PostParams::default(), &other_tool)
+        .await
+        .unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.operator_kubeconfig()).unwrap();
+    let as_operator = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    match policy_reports(&as_operator, "reports")
+        .patch(
+            "other-tool",
+            &kube::api::PatchParams::apply("irsa-doctor").force(),
+            &kube::api::Patch::Apply(json!({"apiVersion": "wgpolicyk8s.io/v1alpha2",
+                "kind": "PolicyReport", "results": []})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the operator emptied another tool's report: {other:?}"),
+    }
+
     // Fixing the trust policy flips the result within a sweep.
     let host_path = cluster.issuer().trim_start_matches("https://").to_string();
     admin

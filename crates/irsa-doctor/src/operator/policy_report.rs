@@ -428,8 +428,9 @@ struct Writer {
     available: bool,
     /// Namespaces holding a report of an earlier run, written once the first sweep is done.
     adopted: BTreeSet<String>,
-    /// Digest of the report last written, per namespace.
-    written: HashMap<String, u64>,
+    /// Digest and resourceVersion of the report last written, per namespace: a report whose
+    /// resourceVersion is no longer ours was changed by someone else, and is written again.
+    written: HashMap<String, (u64, Option<String>)>,
     /// A write was refused (403) and said so; quiet until one succeeds.
     refused: bool,
 }
@@ -526,17 +527,18 @@ impl Writer {
     async fn write(&mut self, namespace: &str) -> Result<(), kube::Error> {
         let report = build(namespace, self.subjects(namespace).await);
         let digest = report.digest();
-        if self.written.get(namespace) == Some(&digest) {
+        if self.written.get(namespace).map(|(d, _)| *d) == Some(digest) {
             return Ok(());
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.ctx.client().clone(), namespace, &resource());
-        api.patch(
-            REPORT_NAME,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&report),
-        )
-        .await?;
+        let applied = api
+            .patch(
+                REPORT_NAME,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&report),
+            )
+            .await?;
         self.refused = false;
         tracing::debug!(
             namespace,
@@ -546,8 +548,48 @@ impl Writer {
             error = report.summary.error,
             "PolicyReport written"
         );
-        self.written.insert(namespace.to_string(), digest);
+        self.written.insert(
+            namespace.to_string(),
+            (digest, applied.metadata.resource_version),
+        );
         Ok(())
+    }
+
+    /// The namespaces whose report was changed or deleted by someone else since it was written:
+    /// one list of the reports named irsa-doctor per watched scope, their resourceVersions
+    /// compared with those of the writes. Forgotten as written, so that they are written again.
+    async fn tampered(&mut self) -> BTreeSet<String> {
+        let ar = resource();
+        let params = ListParams::default().fields(&format!("metadata.name={REPORT_NAME}"));
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        for scope in &self.namespaces {
+            match scope
+                .api_with(self.ctx.client(), &ar)
+                .list_metadata(&params)
+                .await
+            {
+                Ok(list) => seen.extend(
+                    list.items
+                        .into_iter()
+                        .filter_map(|r| Some((r.metadata.namespace?, r.metadata.resource_version))),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, scope = %scope.describe(), "could not list PolicyReports to find changed ones; looking again after the next sweep");
+                    return BTreeSet::new();
+                }
+            }
+        }
+        let tampered: BTreeSet<String> = self
+            .written
+            .iter()
+            .filter(|(ns, (_, ours))| seen.get(*ns) != Some(ours))
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for namespace in &tampered {
+            tracing::info!(%namespace, "the PolicyReport was changed or deleted by someone else; writing it again");
+            self.written.remove(namespace);
+        }
+        tampered
     }
 
     /// Writes every namespace of `batch`; a failed one is kept for the next round.
@@ -620,6 +662,9 @@ pub async fn run(ctx: Arc<Context>, namespaces: Vec<WatchNamespace>, mode: Polic
             continue;
         }
         pending.append(&mut writer.adopted);
+        if swept {
+            pending.append(&mut writer.tampered().await);
+        }
         let batch = std::mem::take(&mut pending);
         // A failed write is retried with the next batch, at the latest after the next sweep.
         pending = writer.write_all(batch).await;
