@@ -350,33 +350,65 @@ fn chart_crd_is_the_generated_one() {
 
 #[test]
 fn iam_policy_grants_exactly_the_aws_actions_the_code_calls() {
-    let policy: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("deploy/iam-policy.json")).unwrap(),
-    )
-    .unwrap();
-    let mut granted = BTreeSet::new();
-    for st in policy["Statement"].as_array().unwrap() {
-        assert_eq!(st["Effect"], "Allow");
-        match &st["Action"] {
-            Value::String(a) => {
-                granted.insert(a.clone());
+    let granted = |file: &str| -> BTreeSet<String> {
+        let policy: Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join(file)).unwrap()).unwrap();
+        let mut granted = BTreeSet::new();
+        for st in policy["Statement"].as_array().unwrap() {
+            assert_eq!(st["Effect"], "Allow", "{file}");
+            match &st["Action"] {
+                Value::String(a) => {
+                    granted.insert(a.clone());
+                }
+                Value::Array(list) => {
+                    granted.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+                }
+                other => panic!("{file}: unexpected Action {other}"),
             }
-            Value::Array(list) => {
-                granted.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
-            }
-            other => panic!("unexpected Action {other}"),
         }
-    }
-    let called: BTreeSet<String> = irsa_aws::AWS_ACTIONS
-        .iter()
-        .chain(std::iter::once(&irsa_aws::CROSS_ACCOUNT_ACTION))
-        .map(|a| a.to_string())
-        .collect();
-    assert_eq!(granted, called);
-    assert!(
-        granted.iter().all(|a| !a.contains('*')),
-        "read-only and explicit"
+        assert!(
+            granted.iter().all(|a| !a.contains('*')),
+            "{file}: read-only and explicit"
+        );
+        granted
+    };
+    let set =
+        |actions: &[&str]| -> BTreeSet<String> { actions.iter().map(|a| a.to_string()).collect() };
+    // One policy per feature, each exactly what the feature calls: the core (operator and
+    // check, every feature off) does not carry what only the CLI's audit or an opt-in needs.
+    let mut core = set(irsa_aws::CORE_ACTIONS);
+    core.insert(irsa_aws::CROSS_ACCOUNT_ACTION.to_string());
+    assert_eq!(granted("deploy/iam-policy.json"), core);
+    assert_eq!(
+        granted("deploy/iam-policy-cloudtrail.json"),
+        set(irsa_aws::CLOUDTRAIL_ACTIONS)
     );
+    assert_eq!(
+        granted("deploy/iam-policy-node-check.json"),
+        set(irsa_aws::NODE_CHECK_ACTIONS)
+    );
+    assert_eq!(
+        granted("deploy/iam-policy-audit-trust.json"),
+        set(irsa_aws::AUDIT_TRUST_ACTIONS)
+    );
+    for opt_in in [
+        "iam:ListRoles",
+        "cloudtrail:LookupEvents",
+        "ec2:DescribeInstances",
+    ] {
+        assert!(!core.contains(opt_in), "{opt_in} in the core policy");
+    }
+    // Every action the code calls belongs to a feature.
+    let features: BTreeSet<String> = [
+        irsa_aws::CORE_ACTIONS,
+        irsa_aws::CLOUDTRAIL_ACTIONS,
+        irsa_aws::NODE_CHECK_ACTIONS,
+        irsa_aws::AUDIT_TRUST_ACTIONS,
+    ]
+    .into_iter()
+    .flat_map(set)
+    .collect();
+    assert_eq!(features, set(irsa_aws::AWS_ACTIONS));
 }
 
 /// `grants` flattens rules and cannot say which objects a rule names: the leader-election Role

@@ -718,7 +718,7 @@ async fn check_reports_nodes_whose_instance_role_pods_can_fall_back_to() {
 
     // The operator does the same with --node-check, as the chart's ServiceAccount: the
     // IrsaCheck lists the finding.
-    let _op = start_operator(
+    let op = start_operator(
         &cluster,
         &aws.url,
         &["--leader-election", "false", "--node-check"],
@@ -744,4 +744,9 @@ async fn check_reports_nodes_whose_instance_role_pods_can_fall_back_to() {
         finding.message.contains("open-node") && finding.message.contains("app-open"),
         "{finding:?}"
     );
+    // What it called is what the core and node-check policies grant.
+    assert!(aws_actions_called(&op)
+        .await
+        .contains("ec2:DescribeInstances"));
+    assert_aws_calls_within(&op, &[irsa_aws::CORE_ACTIONS, irsa_aws::NODE_CHECK_ACTIONS]).await;
 }

@@ -245,6 +245,8 @@ async fn a_role_that_does_not_trust_the_service_account_is_not_described_simulat
     check(&client, "tenant", "good", with_permissions("good")).await;
     diagnosed_in(&client, "tenant", "good").await;
     assert!(aws_calls(&op, "SimulatePrincipalPolicy").await > 0);
+    // With every feature off, the operator calls only what deploy/iam-policy.json grants.
+    assert_aws_calls_within(&op, &[irsa_aws::CORE_ACTIONS]).await;
     drop(op);
 
     // With an allow-list, a role outside it is not looked up at all.

@@ -301,3 +301,42 @@ pub fn assert_rbac_covers(cluster: &(impl TestCluster + ?Sized)) {
         .collect();
     eprintln!("granted by the chart but not exercised by this test: {unexercised:?}");
 }
+
+/// The AWS actions (`service:Operation`) the operator has called, from its metrics.
+pub async fn aws_actions_called(op: &Operator) -> std::collections::BTreeSet<String> {
+    let (_, metrics) = crate::net::get(&op.metrics, "/metrics")
+        .await
+        .expect("the operator's metrics");
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_string())
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("irsa_doctor_aws_calls_total{"))
+        .filter_map(|l| {
+            Some(format!(
+                "{}:{}",
+                label(l, "service")?,
+                label(l, "operation")?
+            ))
+        })
+        .collect()
+}
+
+/// Asserts that every AWS action the operator called is granted by the features' policies
+/// (`irsa_aws::CORE_ACTIONS` and the like, which the IAM policy files grant exactly).
+pub async fn assert_aws_calls_within(op: &Operator, features: &[&[&str]]) {
+    let allowed: std::collections::BTreeSet<String> = features
+        .iter()
+        .flat_map(|f| f.iter().map(|a| a.to_string()))
+        .collect();
+    let called = aws_actions_called(op).await;
+    assert!(!called.is_empty(), "the operator called AWS");
+    let beyond: Vec<&String> = called.difference(&allowed).collect();
+    assert!(
+        beyond.is_empty(),
+        "AWS actions called beyond the features' IAM policies: {beyond:?} (called: {called:?})"
+    );
+}
