@@ -184,12 +184,13 @@ pub struct TrustVerdict {
 }
 
 impl TrustVerdict {
-    /// Whether the policy admits the ServiceAccount: STS would allow it (True), or nothing
-    /// that can be evaluated refuses it and only request context decides (Unknown). Only then may
+    /// Whether the policy admits the ServiceAccount: STS would allow it (True). Only then may
     /// the role be described to whoever controls the ServiceAccount (see [`Disclosure`]), and its
-    /// permissions simulated for them.
+    /// permissions simulated for them. Unknown (request context decides) does not admit: a
+    /// policy that trusts every principal under a condition irsa-doctor cannot evaluate (e.g.
+    /// `Principal: "*"` with `aws:PrincipalOrgID`) would otherwise be described to anyone.
     pub fn admits(&self) -> bool {
-        self.allowed != Tri::False
+        self.allowed == Tri::True
     }
 }
 
@@ -906,15 +907,27 @@ mod tests {
         assert_eq!(v, evaluate(&p, &request));
         assert_eq!(reasons(&v), [Reason::TrustPolicySubjectTooBroad]);
         assert!(v.findings[0].message.contains("system:serviceaccount:a:*"));
-        // Unknown (request context decides) admits: nothing evaluable refuses it.
+        // Unknown (request context decides) does not admit: nothing of the policy is quoted.
         let p = policy(&web_identity(&format!(
             r#"{{"StringEquals":{{"{HP}:sub":"system:serviceaccount:a:b"}},"IpAddress":{{"aws:SourceIp":"10.0.0.0/8"}}}}"#
         )));
         let v = evaluate_for(&p, &request, Disclosure::AdmittedOnly);
         assert_eq!(v.allowed, Tri::Unknown);
-        assert!(v.admits());
-        assert_eq!(v, evaluate(&p, &request));
+        assert!(!v.admits());
         assert!(!evaluate(&p, &super::tests::request("a", "c")).admits());
+        // Every principal, under a condition that cannot be evaluated offline: not admitted, so
+        // neither the organisation id nor anything else of the policy reaches any ServiceAccount.
+        let anyone = policy(
+            r#"[{"Effect":"Allow","Principal":"*","Action":"sts:AssumeRoleWithWebIdentity",
+               "Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-secret123"}}}]"#,
+        );
+        let v = evaluate_for(&anyone, &super::tests::request("x", "y"), Disclosure::AdmittedOnly);
+        assert_ne!(v.allowed, Tri::True);
+        assert!(!v.admits());
+        assert!(
+            v.findings.iter().all(|f| !f.message.contains("o-secret123")),
+            "{v:?}"
+        );
     }
 
     /// The whole report the operator writes (status, Events) for a ServiceAccount whose role
