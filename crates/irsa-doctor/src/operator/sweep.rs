@@ -82,14 +82,13 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
             by_namespace.entry(namespace).or_default().push(name);
         }
     }
-    // A namespace at a time, in batches of at most BATCH ServiceAccounts: their AWS facts, which
-    // say which audit each one's pods get; then one paginated pod list, keeping only the pods
-    // with something to report; then the diagnoses. Memory holds one batch's facts and one page
-    // of pods, however large the namespace.
-    for (namespace, names) in by_namespace {
-        for batch in names.chunks(BATCH) {
-            sweep_batch(ctx, &namespace, batch, concurrency).await;
-        }
+    // A batch at a time, of at most BATCH ServiceAccounts of one namespace: their AWS facts,
+    // which say which audit each one's pods get; then one paginated pod list, keeping only the
+    // pods with something to report; then the diagnoses. Memory holds one batch's facts and one
+    // page of pods, however large the namespace. Namespaces take turns, a batch each, so that a
+    // small namespace never waits for the whole of a large one.
+    for (namespace, batch) in interleaved(&by_namespace, BATCH) {
+        sweep_batch(ctx, namespace, batch, concurrency).await;
     }
     ctx.verdicts().retain(&live);
     ctx.verdicts().swept();
@@ -102,6 +101,30 @@ pub async fn full_sweep(ctx: &Arc<Context>, namespaces: &[WatchNamespace], concu
         took_ms = timer.ms(),
         "sweep finished"
     );
+}
+
+/// The batches of at most `size` names of each namespace, the namespaces taking turns: every
+/// namespace's first batch, then every second batch, and so on.
+fn interleaved(
+    by_namespace: &BTreeMap<String, Vec<String>>,
+    size: usize,
+) -> Vec<(&str, &[String])> {
+    let mut turns: Vec<_> = by_namespace
+        .iter()
+        .map(|(namespace, names)| (namespace.as_str(), names.chunks(size.max(1))))
+        .collect();
+    let mut order = Vec::new();
+    loop {
+        let before = order.len();
+        for (namespace, batches) in &mut turns {
+            if let Some(batch) = batches.next() {
+                order.push((*namespace, batch));
+            }
+        }
+        if order.len() == before {
+            return order;
+        }
+    }
 }
 
 /// Diagnoses `names` of `namespace`: their AWS facts, one pod list for them all, then the
@@ -159,5 +182,32 @@ pub async fn run(
     loop {
         full_sweep(&ctx, &namespaces, concurrency).await;
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_take_turns_a_batch_each() {
+        let names = |n: usize| (0..n).map(|i| format!("sa-{i}")).collect::<Vec<_>>();
+        // "a-large" sorts first and holds ten batches; "b-small" one ServiceAccount.
+        let by_namespace = BTreeMap::from([
+            ("a-large".to_string(), names(5_000)),
+            ("b-small".to_string(), names(1)),
+            ("c-mid".to_string(), names(700)),
+        ]);
+        let order: Vec<(&str, usize)> = interleaved(&by_namespace, 500)
+            .into_iter()
+            .map(|(ns, batch)| (ns, batch.len()))
+            .collect();
+        assert_eq!(
+            order[..4],
+            [("a-large", 500), ("b-small", 1), ("c-mid", 500), ("a-large", 500)]
+        );
+        assert_eq!(order[4], ("c-mid", 200));
+        assert_eq!(order.len(), 10 + 1 + 2);
+        assert_eq!(order.iter().map(|(_, n)| n).sum::<usize>(), 5_701);
     }
 }
