@@ -102,6 +102,12 @@ fn chart_lints_renders_and_grants_exactly_what_the_operator_calls() {
         "cluster-wide RBAC must grant exactly the operator's calls"
     );
     assert!(docs.iter().all(|d| d["kind"] != "Secret"));
+    // /metrics names every IrsaCheck: fenced by a NetworkPolicy unless turned off.
+    let fence = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy by default");
+    assert_eq!(fence["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];

@@ -921,11 +921,17 @@ mod tests {
             r#"[{"Effect":"Allow","Principal":"*","Action":"sts:AssumeRoleWithWebIdentity",
                "Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-secret123"}}}]"#,
         );
-        let v = evaluate_for(&anyone, &super::tests::request("x", "y"), Disclosure::AdmittedOnly);
+        let v = evaluate_for(
+            &anyone,
+            &super::tests::request("x", "y"),
+            Disclosure::AdmittedOnly,
+        );
         assert_ne!(v.allowed, Tri::True);
         assert!(!v.admits());
         assert!(
-            v.findings.iter().all(|f| !f.message.contains("o-secret123")),
+            v.findings
+                .iter()
+                .all(|f| !f.message.contains("o-secret123")),
             "{v:?}"
         );
     }

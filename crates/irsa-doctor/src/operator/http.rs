@@ -224,11 +224,17 @@ mod tests {
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        assert!(closed(&mut extra).await, "a connection beyond the limit was served");
+        assert!(
+            closed(&mut extra).await,
+            "a connection beyond the limit was served"
+        );
         // The idle ones are closed once the header timeout has passed, freeing the slots.
         tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(500)).await;
         for stream in &mut idle {
-            assert!(closed(stream).await, "an idle connection outlived the header timeout");
+            assert!(
+                closed(stream).await,
+                "an idle connection outlived the header timeout"
+            );
         }
         let mut served = tokio::net::TcpStream::connect(addr).await.unwrap();
         served

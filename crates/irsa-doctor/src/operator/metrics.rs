@@ -161,11 +161,35 @@ pub struct ProbeLabels {
     pub outcome: ProbeOutcome,
 }
 
+/// `irsa_doctor_check_ready` series of one namespace at most: a namespace with more IrsaChecks
+/// cannot grow the operator's (and Prometheus's) series without bound; the rest are counted in
+/// `irsa_doctor_checks_without_series`.
+pub const MAX_CHECK_SERIES_PER_NAMESPACE: usize = 200;
+
+/// Labels naming a namespace.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace.
+    pub namespace: String,
+}
+
+/// Which IrsaChecks have a series, and which do not.
+#[derive(Default)]
+struct CheckSeries {
+    /// The labels of each check's series.
+    labels: std::collections::HashMap<(String, String), CheckLabels>,
+    /// Series per namespace.
+    per_namespace: std::collections::HashMap<String, usize>,
+    /// Checks without a series (their namespace had its share), by namespace.
+    without: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
 /// Every metric the operator exposes.
 pub struct Metrics {
     registry: Registry,
     check_ready: Family<CheckLabels, Gauge>,
-    check_reasons: Mutex<std::collections::HashMap<(String, String), CheckLabels>>,
+    check_series: Mutex<CheckSeries>,
+    checks_without_series: Family<NamespaceLabels, Gauge>,
     service_accounts: Family<VerdictLabels, Gauge>,
     reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<KindLabels, Counter>,
@@ -190,6 +214,13 @@ impl Metrics {
             "irsa_doctor_check_ready",
             "1 when the IrsaCheck is Ready, 0 otherwise, labelled with the Ready reason",
             check_ready.clone(),
+        );
+        let checks_without_series = Family::<NamespaceLabels, Gauge>::default();
+        registry.register(
+            "irsa_doctor_checks_without_series",
+            "IrsaChecks of a namespace without an irsa_doctor_check_ready series, the namespace \
+             having the most it may have",
+            checks_without_series.clone(),
         );
         let service_accounts = Family::<VerdictLabels, Gauge>::default();
         registry.register(
@@ -257,7 +288,8 @@ impl Metrics {
         Metrics {
             registry,
             check_ready,
-            check_reasons: Mutex::new(Default::default()),
+            check_series: Mutex::new(CheckSeries::default()),
+            checks_without_series,
             service_accounts,
             reconciles,
             reconcile_errors,
@@ -293,19 +325,57 @@ impl Metrics {
         observed
     }
 
-    /// Sets the ready gauge of one IrsaCheck, dropping its series for a previous reason.
+    /// Sets the ready gauge of one IrsaCheck, dropping its series for a previous reason; a
+    /// check of a namespace that has [`MAX_CHECK_SERIES_PER_NAMESPACE`] series already gets none
+    /// and is counted in `irsa_doctor_checks_without_series`.
     pub fn set_check(&self, namespace: &str, name: &str, ready: bool, reason: Reason) {
         let labels = CheckLabels {
             namespace: namespace.into(),
             name: name.into(),
             reason: ReasonLabel(reason),
         };
-        let mut reasons = self.check_reasons.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = reasons.insert((namespace.into(), name.into()), labels.clone()) {
-            if old != labels {
-                self.check_ready.remove(&old);
+        let mut series = self.check_series.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        match series.labels.get(&key) {
+            Some(old) if *old != labels => {
+                self.check_ready.remove(old);
+            }
+            Some(_) => {}
+            None => {
+                let listed = series.per_namespace.get(namespace).copied().unwrap_or(0);
+                if listed >= MAX_CHECK_SERIES_PER_NAMESPACE {
+                    let without = series.without.entry(namespace.to_string()).or_default();
+                    without.insert(name.to_string());
+                    let count = i64::try_from(without.len()).unwrap_or(i64::MAX);
+                    self.checks_without_series
+                        .get_or_create(&NamespaceLabels {
+                            namespace: namespace.into(),
+                        })
+                        .set(count);
+                    return;
+                }
+                *series
+                    .per_namespace
+                    .entry(namespace.to_string())
+                    .or_default() += 1;
+                if let Some(without) = series.without.get_mut(namespace) {
+                    if without.remove(name) {
+                        let gauge = NamespaceLabels {
+                            namespace: namespace.into(),
+                        };
+                        match without.len() {
+                            0 => drop(self.checks_without_series.remove(&gauge)),
+                            n => drop(
+                                self.checks_without_series
+                                    .get_or_create(&gauge)
+                                    .set(i64::try_from(n).unwrap_or(i64::MAX)),
+                            ),
+                        }
+                    }
+                }
             }
         }
+        series.labels.insert(key, labels.clone());
         self.check_ready
             .get_or_create(&labels)
             .set(i64::from(ready));
@@ -313,13 +383,38 @@ impl Metrics {
 
     /// Forgets IrsaChecks that no longer exist.
     pub fn retain_checks(&self, live: &std::collections::HashSet<(String, String)>) {
-        let mut reasons = self.check_reasons.lock().unwrap_or_else(|p| p.into_inner());
-        reasons.retain(|key, labels| {
+        let mut series = self.check_series.lock().unwrap_or_else(|p| p.into_inner());
+        let CheckSeries {
+            labels,
+            per_namespace,
+            without,
+        } = &mut *series;
+        labels.retain(|key, labels| {
             let keep = live.contains(key);
             if !keep {
                 self.check_ready.remove(labels);
+                if let Some(n) = per_namespace.get_mut(&key.0) {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_namespace.remove(&key.0);
+                    }
+                }
             }
             keep
+        });
+        without.retain(|namespace, names| {
+            names.retain(|name| live.contains(&(namespace.clone(), name.clone())));
+            let labels = NamespaceLabels {
+                namespace: namespace.clone(),
+            };
+            if names.is_empty() {
+                self.checks_without_series.remove(&labels);
+                return false;
+            }
+            self.checks_without_series
+                .get_or_create(&labels)
+                .set(i64::try_from(names.len()).unwrap_or(i64::MAX));
+            true
         });
     }
 
@@ -497,5 +592,55 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+    }
+
+    #[test]
+    fn check_series_are_bounded_per_namespace() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let aws = AwsFacts::new(
+            irsa_aws::Clients::new(&sdk),
+            Default::default(),
+            &irsa_aws::AwsFactsConfig::default(),
+        );
+        let m = Metrics::new(Arc::new(aws));
+        let over = MAX_CHECK_SERIES_PER_NAMESPACE + 50;
+        for i in 0..over {
+            m.set_check("flood", &format!("c{i}"), true, Reason::AllChecksPassed);
+        }
+        m.set_check("calm", "one", false, Reason::RoleNotFound);
+        let series = |text: &str, ns: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("irsa_doctor_check_ready{"))
+                .filter(|l| l.contains(&format!("namespace=\"{ns}\"")))
+                .count()
+        };
+        let text = m.encode();
+        assert_eq!(series(&text, "flood"), MAX_CHECK_SERIES_PER_NAMESPACE);
+        assert_eq!(
+            series(&text, "calm"),
+            1,
+            "another namespace keeps its series"
+        );
+        assert!(
+            text.contains(r#"irsa_doctor_checks_without_series{namespace="flood"} 50"#),
+            "{text}"
+        );
+        // Ten listed checks deleted: ten of the others get series when next diagnosed.
+        let live: std::collections::HashSet<(String, String)> = (10..over)
+            .map(|i| ("flood".to_string(), format!("c{i}")))
+            .chain([("calm".to_string(), "one".to_string())])
+            .collect();
+        m.retain_checks(&live);
+        for i in MAX_CHECK_SERIES_PER_NAMESPACE..over {
+            m.set_check("flood", &format!("c{i}"), false, Reason::RoleNotFound);
+        }
+        let text = m.encode();
+        assert_eq!(series(&text, "flood"), MAX_CHECK_SERIES_PER_NAMESPACE);
+        assert!(
+            text.contains(r#"irsa_doctor_checks_without_series{namespace="flood"} 40"#),
+            "{text}"
+        );
     }
 }

@@ -204,7 +204,12 @@ mod tests {
             .collect();
         assert_eq!(
             order[..4],
-            [("a-large", 500), ("b-small", 1), ("c-mid", 500), ("a-large", 500)]
+            [
+                ("a-large", 500),
+                ("b-small", 1),
+                ("c-mid", 500),
+                ("a-large", 500)
+            ]
         );
         assert_eq!(order[4], ("c-mid", 200));
         assert_eq!(order.len(), 10 + 1 + 2);
