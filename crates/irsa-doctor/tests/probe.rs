@@ -32,6 +32,9 @@ fn scripted(pod: &Value) -> Option<Script> {
         "badtoken" => exit("\nAn error occurred (InvalidIdentityToken) when calling the AssumeRoleWithWebIdentity operation: No OpenIDConnect provider found in your account for https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE\n", 254),
         "nocreds" => exit("\nUnable to locate credentials. You can configure credentials by running \"aws configure\".\n", 253),
         "pullfail" => Some(Script::ImagePullFailure),
+        // 40 KiB of output before the CLI's error: the operator reads no more than 16 KiB.
+        "chatty" => exit(&format!("{}\nAn error occurred (AccessDenied) when calling the AssumeRoleWithWebIdentity operation: Not authorized\n",
+            (0..640).map(|i| format!("line {i:05} {}\n", "x".repeat(52))).collect::<String>()), 254),
         "slow" => Some(Script::Hang),
         // Workload pods idle; probe pods of other accounts run the real CLI.
         _ if pod["metadata"]["labels"]["irsa-doctor.io/probe"].is_null() => Some(Script::Hang),
@@ -136,7 +139,7 @@ async fn probe_verdicts_and_workload_audit() {
     let client = sim.client();
     // "denied" names the exporter role, whose trust policy admits another subject.
     add_sa(&client, "denied", Some("exporter")).await;
-    for sa in ["badtoken", "nocreds", "pullfail", "slow"] {
+    for sa in ["badtoken", "nocreds", "pullfail", "slow", "chatty"] {
         add_sa(&client, sa, Some("s3-reader")).await;
     }
     let _op = start_operator(&sim, &aws.url, &["--leader-election", "false"]);
@@ -176,6 +179,13 @@ async fn probe_verdicts_and_workload_audit() {
         let (s, _, _) = wait_condition(&client, sa, "ProbeSucceeded", reason).await;
         assert_eq!(s, status, "{sa}");
     }
+    // A log past the operator's 16 KiB read bound: its end (the CLI's error) is never read.
+    create_check_with(&client, "chatty", probing("chatty", "10s")).await;
+    let (_, _, message) = wait_condition(&client, "chatty", "ProbeSucceeded", "ProbeFailed").await;
+    assert!(
+        message.contains("line 00") && !message.contains("line 00639"),
+        "{message}"
+    );
     // When static checks explain the failure, Ready names the root cause and the probe's
     // finding corroborates it. (moto does not enforce trust policies, so the refusal is played.)
     let (status, reason, _) = eventually("denied's Ready", Duration::from_secs(30), async || {

@@ -230,7 +230,10 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         if matches!(facts.service_account, Fact::Known(None)) {
             facts.namespace_service_accounts = names.get(&ns).cloned().unwrap_or_default();
         }
-        facts.workloads = Some(workloads::pods_of(&client, &admission, &ns, &name).await);
+        // `check` runs no probe: every pod of the ServiceAccount is audited.
+        facts.workloads = Some(
+            workloads::pods_of(&client, &admission, &ns, &name, &workloads::Skip::new()).await,
+        );
         observe(args.observations(), &aws, &client, &nodes, &mut facts).await;
         reports.push(diagnose(&facts));
         progress.inc(1);

@@ -7,11 +7,9 @@
 use std::collections::BTreeMap;
 
 use irsa_core::workloads::PodFacts;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::api::probe_pod_owner;
 
 /// One page of a pod list.
 #[derive(Deserialize)]
@@ -35,6 +33,8 @@ pub(super) struct ListedPod {
 struct Meta {
     #[serde(default)]
     name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    uid: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -168,15 +168,9 @@ struct ProjectedSource {
 }
 
 impl ListedPod {
-    /// Every pod but irsa-doctor's own probe pods.
-    pub fn is_workload(&self) -> bool {
-        let meta = ObjectMeta {
-            name: Some(self.metadata.name.clone()),
-            labels: Some(self.metadata.labels.clone()),
-            owner_references: Some(self.metadata.owner_references.clone()),
-            ..ObjectMeta::default()
-        };
-        probe_pod_owner(&meta).is_err()
+    /// The pod's uid.
+    pub fn uid(&self) -> &str {
+        &self.metadata.uid
     }
 
     /// The ServiceAccount the pod runs as.
@@ -269,7 +263,7 @@ mod tests {
         let whole = live_pod();
         let listed: ListedPod = serde_json::from_value(whole.clone()).unwrap();
         assert_eq!(listed.service_account(), "api");
-        assert!(listed.is_workload());
+        assert_eq!(listed.uid(), "u-1");
         let expected = irsa_core::workloads::pod_facts_from(
             whole.get("metadata"),
             whole.get("spec"),

@@ -1,10 +1,9 @@
 //! The pods a ServiceAccount's diagnosis audits: listed per namespace, page by page, never
 //! cached cluster-wide. Each page is read into the few fields the audit reads
-//! ([`super::listed_pod`]), and a pod its audit passes is counted, not kept. irsa-doctor's own
-//! probe pods are left out, and only pods with every mark of one
-//! ([`crate::api::probe_pod_owner`]: the probe label and an IrsaCheck as controller): a label
-//! alone must not hide a pod (one with static keys, say) from the audit. Labels cannot select by
-//! owner, so this is decided here, after listing.
+//! ([`super::listed_pod`]), and a pod its audit passes is counted, not kept. The only pods left
+//! out are the operator's own probe pods running now, by uid ([`Skip`]): marks a pod's creator
+//! writes (the probe label, an IrsaCheck as owner, the probe's name) must not hide a pod (one
+//! with static keys, say) from the audit.
 
 use std::collections::HashMap;
 
@@ -17,6 +16,15 @@ use kube::Resource;
 
 use super::admission::Admission;
 use super::listed_pod::{ListedPod, PodPage};
+
+/// Pods not audited, by uid: the probe pods running now (`check`, which runs none, skips none).
+pub type Skip = std::collections::HashSet<String>;
+
+/// Whether the audit reads `pod`: every pod but the live probe pods of `skip`, whatever marks
+/// it carries.
+fn audited(pod: &ListedPod, skip: &Skip) -> bool {
+    !skip.contains(pod.uid())
+}
 
 /// Pods that can still run: pending or running.
 pub(crate) const LIVE: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -35,6 +43,7 @@ async fn list_pods(
     client: &kube::Client,
     namespace: &str,
     fields: &str,
+    skip: &Skip,
     what: impl Fn() -> String,
     mut each: impl FnMut(ListedPod),
 ) -> Result<(), Unavailable> {
@@ -48,7 +57,7 @@ async fn list_pods(
             .map_err(|e| unavailable(what(), e))?;
         page.items
             .into_iter()
-            .filter(ListedPod::is_workload)
+            .filter(|pod| audited(pod, skip))
             .for_each(&mut each);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -64,12 +73,14 @@ pub async fn pods_of(
     admission: &Admission,
     namespace: &str,
     service_account: &str,
+    skip: &Skip,
 ) -> Fact<Pods> {
     let mut pods = Vec::new();
     let listed = list_pods(
         client,
         namespace,
         &format!("spec.serviceAccountName={service_account},{LIVE}"),
+        skip,
         || format!("listing pods of {namespace}/{service_account}"),
         |pod| pods.push(pod.facts()),
     )
@@ -91,6 +102,7 @@ pub async fn pods_by_service_account<'a>(
     client: &kube::Client,
     admission: &Admission,
     namespace: &str,
+    skip: &Skip,
     audit_of: impl Fn(&str) -> Option<PodAudit<'a>>,
 ) -> Result<HashMap<String, Pods>, Unavailable> {
     let mut grouped: HashMap<String, Pods> = HashMap::new();
@@ -98,6 +110,7 @@ pub async fn pods_by_service_account<'a>(
         client,
         namespace,
         LIVE,
+        skip,
         || format!("listing pods in {namespace}"),
         |pod| {
             if let Some(audit) = audit_of(pod.service_account()) {
@@ -111,4 +124,25 @@ pub async fn pods_by_service_account<'a>(
         admission.explain(namespace, pods.listed_mut()).await;
     }
     Ok(grouped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_live_probe_pods_are_left_out_by_uid() {
+        // Every mark of a probe pod, copied by whoever created it: audited all the same.
+        let copycat: ListedPod = serde_json::from_value(json!({"metadata": {
+            "name": "web-irsa-probe", "uid": "pod-1",
+            "labels": {"irsa-doctor.io/probe": "true", "irsa-doctor.io/check-uid": "check-1"},
+            "ownerReferences": [{"apiVersion": "irsa-doctor.io/v1alpha1", "kind": "IrsaCheck",
+                "name": "web", "uid": "check-1", "controller": true}]}}))
+        .unwrap();
+        assert!(audited(&copycat, &Skip::new()));
+        assert!(audited(&copycat, &Skip::from(["pod-2".to_string()])));
+        // The operator's own probe pod, running now.
+        assert!(!audited(&copycat, &Skip::from(["pod-1".to_string()])));
+    }
 }

@@ -25,6 +25,7 @@ pub async fn diagnose_service_account(ctx: &Context, sa: ServiceAccount) {
         ctx.prober().admission(),
         &facts.namespace,
         &facts.name,
+        &ctx.prober().live_probe_pods(),
     )
     .await;
     conclude(ctx, facts, pods, spent).await;

@@ -258,7 +258,14 @@ async fn diagnose_check(obj: &DynamicObject, ctx: &Context) -> Diagnosis {
         .gather(&namespace, &sa_name, sa, Some(&check.spec))
         .await;
     facts.workloads = Some(
-        workloads::pods_of(ctx.client(), ctx.prober().admission(), &namespace, &sa_name).await,
+        workloads::pods_of(
+            ctx.client(),
+            ctx.prober().admission(),
+            &namespace,
+            &sa_name,
+            &ctx.prober().live_probe_pods(),
+        )
+        .await,
     );
     ctx.observe(&mut facts).await;
     facts.probe = Some(match plan {

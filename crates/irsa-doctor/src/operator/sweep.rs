@@ -148,6 +148,7 @@ async fn sweep_batch(ctx: &Context, namespace: &str, names: &[String], concurren
         ctx.client(),
         ctx.prober().admission(),
         namespace,
+        &ctx.prober().live_probe_pods(),
         |name| audits.get(name).copied(),
     )
     .await;

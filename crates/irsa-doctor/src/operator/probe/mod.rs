@@ -7,7 +7,7 @@
 
 mod pod;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,9 @@ pub struct Prober {
     permits: Semaphore,
     /// Probe pods of running probes, with the uid of the IrsaCheck each runs for.
     in_flight: Mutex<HashMap<PodKey, String>>,
+    /// The uids of the probe pods created and not yet deleted: the only pods the workload audit
+    /// leaves out.
+    live: Mutex<HashSet<String>>,
     /// Whether a probe pod may have been left behind since the last orphan sweep: at start-up
     /// (a predecessor may have crashed), and once a probe has started.
     unswept: AtomicBool,
@@ -77,6 +80,19 @@ fn finished(pod: &Pod) -> bool {
     )
 }
 
+/// The probe's log is the CLI's answer (a few hundred bytes) or its error; anything longer is
+/// cut by the API server, so a probe cannot make the operator read megabytes.
+pub const MAX_LOG_BYTES: i64 = 16 * 1024;
+
+/// How the probe container's log is read.
+fn log_params() -> LogParams {
+    LogParams {
+        container: Some(CONTAINER.into()),
+        limit_bytes: Some(MAX_LOG_BYTES),
+        ..LogParams::default()
+    }
+}
+
 /// The one pod named `name` in `api`'s namespace, by a list (the operator's RBAC has no `get`).
 async fn find(api: &Api<Pod>, name: &str) -> Result<Option<Pod>, kube::Error> {
     let params = ListParams::default().fields(&format!("metadata.name={name}"));
@@ -90,6 +106,7 @@ impl Prober {
             permits: Semaphore::new(config.max_concurrent.max(1)),
             config,
             in_flight: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashSet::new()),
             unswept: AtomicBool::new(true),
             admission: Arc::new(Admission::new(client.clone(), ADMISSION_TTL)),
             client,
@@ -99,6 +116,15 @@ impl Prober {
     /// The webhook's registrations and namespaces' labels, shared with the workload audit.
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The uids of the probe pods running now, which the workload audit leaves out.
+    pub fn live_probe_pods(&self) -> HashSet<String> {
+        self.live().clone()
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, String>> {
@@ -147,9 +173,14 @@ impl Prober {
                 return not_run(&format!("creating probe pod {name}"), e);
             }
         };
+        let uid = created.uid();
+        if let Some(uid) = &uid {
+            self.live().insert(uid.clone());
+        }
         let observation = self.observe(api, &created, timeout).await;
-        if let Some(uid) = created.uid() {
-            self.delete(api, &name, &uid).await;
+        if let Some(uid) = &uid {
+            self.delete(api, &name, uid).await;
+            self.live().remove(uid);
         }
         observation
     }
@@ -216,12 +247,15 @@ impl Prober {
         timeout: Duration,
     ) -> Fact<ProbeObservation> {
         let name = created.name_any();
+        let created_uid = created.uid();
         let injection = injection(created);
         let webhook_configured = self.webhook_configured().await;
         // The deadline is enforced by the kubelet (activeDeadlineSeconds); the extra time covers
-        // scheduling and status propagation.
-        let wait = await_condition(api.clone(), &name, |pod: Option<&Pod>| {
-            pod.is_none_or(|p| finished(p) || image_pull_failure(p).is_some())
+        // scheduling and status propagation. A pod of the same name but another uid is not the
+        // probe: whoever may delete and create pods in the namespace could have put it there.
+        let uid = created_uid.clone();
+        let wait = await_condition(api.clone(), &name, move |pod: Option<&Pod>| {
+            pod.is_none_or(|p| p.uid() != uid || finished(p) || image_pull_failure(p).is_some())
         });
         let pod = match tokio::time::timeout(timeout + Duration::from_secs(15), wait).await {
             Err(_) => {
@@ -237,6 +271,12 @@ impl Prober {
             Ok(Err(e)) => return not_run(&format!("watching probe pod {name}"), e),
             Ok(Ok(None)) => {
                 return not_run(&format!("probe pod {name}"), "deleted before it finished")
+            }
+            Ok(Ok(Some(pod))) if pod.uid() != created_uid => {
+                return not_run(
+                    &format!("probe pod {name}"),
+                    "replaced by another pod of that name before it finished",
+                )
             }
             Ok(Ok(Some(pod))) => pod,
         };
@@ -255,11 +295,18 @@ impl Prober {
                 .flatten()
                 .find_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
                 .unwrap_or(-1);
-            let params = LogParams {
-                container: Some(CONTAINER.into()),
-                ..LogParams::default()
-            };
-            match api.logs(&name, &params).await {
+            match api.logs(&name, &log_params()).await {
+                // The log is read by name: it is the probe's only if the pod of that name is
+                // still the one created.
+                Ok(_)
+                    if find(api, &name).await.ok().flatten().and_then(|p| p.uid())
+                        != created_uid =>
+                {
+                    return not_run(
+                        &format!("probe pod {name}"),
+                        "replaced by another pod of that name while its log was read",
+                    )
+                }
                 Ok(output) => ProbeResult::Exited { code, output },
                 Err(e) => return not_run(&format!("reading the log of probe pod {name}"), e),
             }
