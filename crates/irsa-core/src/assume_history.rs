@@ -82,11 +82,20 @@ impl AssumeEvent {
     }
 
     /// Whether the token came from `issuer`'s provider; an event that names none may have.
+    /// CloudTrail names it as the provider's ARN (`arn:aws:iam::<account>:oidc-provider/<host
+    /// and path>`) or as its host and path (with or without `https://`): either must be exactly
+    /// the issuer's, not merely contain it (`…/id/ABC` is not `…/id/ABCD`).
     fn came_from(&self, issuer: Option<&Issuer>) -> bool {
         match (issuer, &self.provider) {
-            (Some(issuer), Some(provider)) => provider
-                .to_ascii_lowercase()
-                .contains(&issuer.host_path().to_ascii_lowercase()),
+            (Some(issuer), Some(provider)) => {
+                let named = match provider.split_once(":oidc-provider/") {
+                    Some((_, host_path)) => host_path,
+                    None => provider.strip_prefix("https://").unwrap_or(provider),
+                };
+                named
+                    .trim_end_matches('/')
+                    .eq_ignore_ascii_case(issuer.host_path())
+            }
             _ => true,
         }
     }
@@ -440,6 +449,35 @@ mod tests {
 
     fn issuer() -> Issuer {
         Issuer::parse(&format!("https://{HOST}")).unwrap()
+    }
+
+    #[test]
+    fn the_provider_must_be_exactly_the_issuer() {
+        let with = |provider: &str| AssumeEvent {
+            time: Some(NOW),
+            subject: Some(SUBJECT.into()),
+            provider: Some(provider.into()),
+            role_arn: Some(ROLE.into()),
+            error_code: None,
+        };
+        let issuer = issuer();
+        for same in [
+            format!("arn:aws:iam::111122223333:oidc-provider/{HOST}"),
+            HOST.to_string(),
+            format!("https://{HOST}"),
+            format!("https://{HOST}/"),
+        ] {
+            assert!(with(&same).came_from(Some(&issuer)), "{same}");
+        }
+        // Another cluster whose id merely starts (or ends) like this one's.
+        for other in [
+            format!("arn:aws:iam::111122223333:oidc-provider/{HOST}0"),
+            format!("{HOST}0"),
+            format!("x{HOST}"),
+            format!("arn:aws:iam::111122223333:oidc-provider/evil.example/{HOST}"),
+        ] {
+            assert!(!with(&other).came_from(Some(&issuer)), "{other}");
+        }
     }
 
     #[test]
