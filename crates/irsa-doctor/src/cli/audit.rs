@@ -264,12 +264,14 @@ fn table(audits: &[RoleAudit]) -> String {
     String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
 }
 
-/// A cell: `<none>` when empty, no tabs or line breaks, at most [`CELL_WIDTH`] characters.
+/// A cell: `<none>` when empty, no spaces, every control, separator or format character escaped
+/// as in every other output (trust-policy values are the role writer's text), at most
+/// [`CELL_WIDTH`] characters.
 fn cell(text: &str) -> String {
     if text.is_empty() {
         return "<none>".to_string();
     }
-    let flat = text.replace(['\t', '\n', '\r', ' '], "_");
+    let flat = irsa_core::text::escape_untrusted(text).replace(' ', "_");
     super::table::first_line(&flat, CELL_WIDTH)
 }
 
@@ -400,7 +402,11 @@ mod tests {
     #[test]
     fn cells_are_flat_bounded_and_never_empty() {
         assert_eq!(cell(""), "<none>");
-        assert_eq!(cell("a b\tc"), "a_b_c");
+        assert_eq!(cell("a b\tc"), "a_b\\tc");
+        // A pattern from a trust policy that would recolour the terminal or reorder the line.
+        let hostile = cell("sub:system:serviceaccount:\u{1b}[31mweb\u{202e}txt\n");
+        assert_eq!(hostile, "sub:system:serviceaccount:\\u{1b}[31mweb\\u{202e}txt\\n");
+        assert!(!hostile.chars().any(|c| c.is_control() || c == '\u{202e}'));
         assert!(cell(&"x,".repeat(100)).chars().count() <= CELL_WIDTH);
     }
 
