@@ -157,6 +157,30 @@ pub enum RoleArnError {
         /// The first character not allowed.
         found: char,
     },
+    /// The value is longer than any ARN IAM accepts.
+    #[error("the value is {length} bytes long (it starts {start:?}); an IAM role ARN is at most {MAX_ARN} characters")]
+    TooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// Its first characters.
+        start: String,
+    },
+    /// The role name is longer than IAM allows.
+    #[error("the role name is {length} characters long (it starts {start:?}); IAM role names are at most {MAX_ROLE_NAME}")]
+    RoleNameTooLong {
+        /// Its length.
+        length: usize,
+        /// Its first characters.
+        start: String,
+    },
+    /// The role path is longer than IAM allows.
+    #[error(
+        "the role path is {length} characters long; IAM role paths are at most {MAX_ROLE_PATH}"
+    )]
+    RolePathTooLong {
+        /// Its length.
+        length: usize,
+    },
     /// The role path contains a character IAM does not allow in paths (space or non-printable).
     #[error("the role path {path:?} contains {found:?}, which IAM does not allow in paths")]
     InvalidRolePath {
@@ -166,6 +190,15 @@ pub enum RoleArnError {
         found: char,
     },
 }
+
+/// IAM's limits: a role name of at most 64 characters, a path of at most 512, an ARN of at
+/// most 2,048. Checked before anything else, so that neither an error message nor an AWS call
+/// ever carries an annotation of hundreds of kilobytes.
+pub const MAX_ROLE_NAME: usize = 64;
+/// See [`MAX_ROLE_NAME`].
+pub const MAX_ROLE_PATH: usize = 512;
+/// See [`MAX_ROLE_NAME`].
+pub const MAX_ARN: usize = 2048;
 
 /// A valid IAM role ARN: `arn:<partition>:iam::<account>:role<path><name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,6 +213,12 @@ pub struct RoleArn {
 impl RoleArn {
     /// Validates an annotation value exactly as written: no trimming, since the webhook does not trim either.
     pub fn parse(value: &str) -> Result<RoleArn, RoleArnError> {
+        if value.len() > MAX_ARN {
+            return Err(RoleArnError::TooLong {
+                length: value.len(),
+                start: value.chars().take(64).collect(),
+            });
+        }
         if value.trim().is_empty() {
             return Err(RoleArnError::Empty);
         }
@@ -399,6 +438,12 @@ fn validate_name(name: &str) -> Result<(), RoleArnError> {
     if name.is_empty() {
         return Err(RoleArnError::EmptyRoleName);
     }
+    if name.chars().count() > MAX_ROLE_NAME {
+        return Err(RoleArnError::RoleNameTooLong {
+            length: name.chars().count(),
+            start: name.chars().take(MAX_ROLE_NAME).collect(),
+        });
+    }
     if let Some(found) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c)))
@@ -412,6 +457,11 @@ fn validate_name(name: &str) -> Result<(), RoleArnError> {
 }
 
 fn validate_path(path: &str) -> Result<(), RoleArnError> {
+    if path.chars().count() > MAX_ROLE_PATH {
+        return Err(RoleArnError::RolePathTooLong {
+            length: path.chars().count(),
+        });
+    }
     // IAM paths allow printable ASCII without spaces.
     if let Some(found) = path.chars().find(|c| !('\u{21}'..='\u{7e}').contains(c)) {
         return Err(RoleArnError::InvalidRolePath {
@@ -424,6 +474,29 @@ fn validate_path(path: &str) -> Result<(), RoleArnError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_and_arns_are_bounded_as_iam_bounds_them() {
+        use super::*;
+        let arn = |path: &str, name: &str| format!("arn:aws:iam::111122223333:role{path}{name}");
+        assert!(RoleArn::parse(&arn("/", &"r".repeat(64))).is_ok());
+        assert!(matches!(
+            RoleArn::parse(&arn("/", &"r".repeat(65))),
+            Err(RoleArnError::RoleNameTooLong { length: 65, .. })
+        ));
+        let long_path = format!("/{}/", "p".repeat(511));
+        assert!(matches!(
+            RoleArn::parse(&arn(&long_path, "r")),
+            Err(RoleArnError::RolePathTooLong { length: 513 })
+        ));
+        // 200 KiB: refused before anything else, and the message stays short.
+        let huge = arn("/", &"r".repeat(200 * 1024));
+        let err = RoleArn::parse(&huge).unwrap_err();
+        assert!(matches!(err, RoleArnError::TooLong { .. }), "{err:?}");
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+        let not_an_arn = "x".repeat(300 * 1024);
+        assert!(RoleArn::parse(&not_an_arn).unwrap_err().to_string().len() < 300);
+    }
+
     use super::*;
 
     #[test]

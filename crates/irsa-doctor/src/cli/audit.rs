@@ -405,7 +405,10 @@ mod tests {
         assert_eq!(cell("a b\tc"), "a_b\\tc");
         // A pattern from a trust policy that would recolour the terminal or reorder the line.
         let hostile = cell("sub:system:serviceaccount:\u{1b}[31mweb\u{202e}txt\n");
-        assert_eq!(hostile, "sub:system:serviceaccount:\\u{1b}[31mweb\\u{202e}txt\\n");
+        assert_eq!(
+            hostile,
+            "sub:system:serviceaccount:\\u{1b}[31mweb\\u{202e}txt\\n"
+        );
         assert!(!hostile.chars().any(|c| c.is_control() || c == '\u{202e}'));
         assert!(cell(&"x,".repeat(100)).chars().count() <= CELL_WIDTH);
     }
