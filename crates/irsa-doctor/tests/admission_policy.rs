@@ -888,7 +888,9 @@ async fn the_network_policy_is_accepted_and_admits_only_metrics_from_the_listed_
         spec.ingress.unwrap_or_default().is_empty(),
         "no peer, no ingress rule"
     );
-    // Off by default.
+    // On by default (admitting no one until Prometheus is listed); off only when asked.
     let default = rendered(&[]).unwrap();
-    assert!(default.iter().all(|d| d["kind"] != "NetworkPolicy"));
+    assert!(default.iter().any(|d| d["kind"] == "NetworkPolicy"));
+    let off = rendered(&["networkPolicy.enabled=false"]).unwrap();
+    assert!(off.iter().all(|d| d["kind"] != "NetworkPolicy"));
 }
