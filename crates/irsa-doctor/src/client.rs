@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use http::{header, HeaderValue};
+use kube::client::retry::RetryPolicy;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
 /// The User-Agent of every request, so audit logs (and the tests' RBAC check) can tell
@@ -126,8 +130,22 @@ fn with_user_agent(mut config: kube::Config) -> Result<kube::Client, ClientError
     config
         .headers
         .push((header::USER_AGENT, HeaderValue::from_static(USER_AGENT)));
-    Ok(kube::Client::try_from(config)?)
+    // kube retries 429, 503 and 504 itself, with delays doubling up to 1,000 s. An API server
+    // that has just restarted answers 429 until its watch cache is built: a watch start retried
+    // that way came back seconds after the server was ready. The same retries, at most a
+    // second apart (or as long as Retry-After asks).
+    config.default_retry = false;
+    let retry = RetryPolicy::new(Duration::from_millis(5), RETRY_MAX_DELAY, 15, true)
+        .expect("the retry delays are ordered");
+    // A retry resends through a clone of the service below it: a buffer makes it cloneable.
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(retry))
+        .build())
 }
+
+/// The longest wait between two retries of a request the API server refused for now.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
