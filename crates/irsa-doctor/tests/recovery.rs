@@ -289,6 +289,7 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
 
     // Watch both replicas' endpoints while the API server is down.
     let endpoints = [leader.metrics.clone(), standby.metrics.clone()];
+    let expired = resource_version(&checks).await;
     let watching = tokio::spawn(async move {
         let mut seen = Vec::new();
         let start = std::time::Instant::now();
@@ -331,7 +332,7 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
 
     // A change made once IrsaChecks can be watched again is diagnosed as soon as the operator's
     // watch has relisted.
-    let serving = watch_served(&checks).await;
+    let serving = watch_served(&checks, &expired).await;
     let generation = change_interval(&checks, "59m").await;
     eventually(
         "the change diagnosed",
@@ -350,7 +351,7 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
         ready_again = ready_again.max(back.elapsed());
     }
     eprintln!(
-        "API server down 22 s: a spec change diagnosed {:.1} s after it answered again ({:.1} s after it served IrsaCheck watches), both replicas ready {:.1} s after",
+        "API server down 22 s: a spec change diagnosed {:.1} s after it answered again ({:.1} s after it answered an expired IrsaCheck watch), both replicas ready {:.1} s after",
         change_seen.as_secs_f64(),
         change_after_serving.as_secs_f64(),
         ready_again.as_secs_f64()
@@ -363,13 +364,14 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
 
     // A restart without downtime: every watch is answered 410 and relists; a change is seen
     // within 2 s.
+    let expired = resource_version(&checks).await;
     cluster
         .plane()
         .restart_api_server(Duration::ZERO)
         .await
         .unwrap();
     let back = std::time::Instant::now();
-    let serving = watch_served(&checks).await;
+    let serving = watch_served(&checks, &expired).await;
     let generation = change_interval(&checks, "58m").await;
     eventually(
         "the change diagnosed after a restart",
@@ -380,7 +382,7 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
     let change_seen = back.elapsed();
     let change_after_serving = serving.elapsed();
     eprintln!(
-        "API server restarted: a spec change diagnosed {:.1} s after it answered again ({:.1} s after it served IrsaCheck watches)",
+        "API server restarted: a spec change diagnosed {:.1} s after it answered again ({:.1} s after it answered an expired IrsaCheck watch)",
         change_seen.as_secs_f64(),
         change_after_serving.as_secs_f64()
     );
@@ -390,21 +392,47 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
     );
 }
 
-/// Waits until the API server serves a watch of IrsaChecks (after a restart it builds their watch
-/// cache first, which takes seconds on a loaded machine); the moment it does.
-async fn watch_served(checks: &Api<IrsaCheck>) -> std::time::Instant {
+/// The IrsaChecks' list resource version now, made older than the store's by one write (a
+/// ConfigMap): what a watch started before a restart resumes from, and the restarted API
+/// server's watch cache answers 410.
+async fn resource_version(checks: &Api<IrsaCheck>) -> String {
+    let version = checks
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let marker: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "after-"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        checks.clone().into_client(),
+        "reports",
+    )
+    .create(&PostParams::default(), &marker)
+    .await
+    .unwrap();
+    version
+}
+
+/// Waits until the API server answers a watch of IrsaChecks from `expired` (a resource version
+/// from before its restart) with 410, as it answers the operator's watch: after a restart it
+/// builds the watch cache first, which takes seconds on a loaded machine. The moment it does.
+async fn watch_served(checks: &Api<IrsaCheck>, expired: &str) -> std::time::Instant {
     use futures::StreamExt;
     eventually(
-        "IrsaCheck watches served",
+        "an expired IrsaCheck watch answered 410",
         Duration::from_secs(60),
         async || {
             let params = kube::api::WatchParams::default().timeout(2);
-            let mut events = checks.watch(&params, "0").await.ok()?.boxed();
-            matches!(
-                events.next().await,
-                Some(Ok(kube::api::WatchEvent::Added(_)))
-            )
-            .then_some(())
+            match checks.watch(&params, expired).await {
+                Err(kube::Error::Api(s)) if s.code == 410 => Some(()),
+                Ok(events) => match events.boxed().next().await {
+                    Some(Ok(kube::api::WatchEvent::Error(s))) if s.code == 410 => Some(()),
+                    _ => None,
+                },
+                Err(_) => None,
+            }
         },
     )
     .await;

@@ -33,9 +33,11 @@ impl Backoff {
         Backoff::new(Duration::from_millis(250), Duration::from_secs(1), 2.0)
     }
 
-    /// Between re-diagnoses of a verdict Unknown because of a fault: 5 s up to 2 minutes.
+    /// Between re-diagnoses of a verdict Unknown because of a fault: 5 s up to 20 s, so a
+    /// verdict is known again within about 25 s of the fault's end however long it lasted, at
+    /// the cost of one diagnosis every 20 s or so while it lasts.
     pub fn recovery() -> Backoff {
-        Backoff::new(Duration::from_secs(5), Duration::from_secs(120), 1.5)
+        Backoff::new(Duration::from_secs(5), Duration::from_secs(20), 1.5)
     }
 
     /// The next delay, with jitter.
@@ -112,11 +114,8 @@ mod tests {
             let s = d.as_secs_f64();
             assert!(s >= n * 0.8 - 1e-9 && s <= n * 1.2 + 1e-9, "{s} vs {n}");
         }
-        assert!(delays.iter().all(|d| d.as_secs_f64() <= 144.0 + 1e-9));
-        assert!(
-            delays[11].as_secs_f64() >= 96.0,
-            "capped at 2 minutes ±20 %"
-        );
+        assert!(delays.iter().all(|d| d.as_secs_f64() <= 24.0 + 1e-9));
+        assert!(delays[11].as_secs_f64() >= 16.0, "capped at 20 s ±20 %");
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(6));
     }
