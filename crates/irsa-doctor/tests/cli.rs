@@ -580,6 +580,32 @@ async fn kubectl_irsa_doctor_check_runs_as_a_kubectl_plugin() {
     assert_eq!(by_context.status.code(), Some(1), "{}", stderr(&by_context));
     let json: Value = serde_json::from_slice(&by_context.stdout).unwrap();
     assert_eq!(json["serviceAccounts"].as_array().unwrap().len(), 3);
+
+    // What the run cost: each AWS fact asked once (a role once per ARN), whatever the number of
+    // ServiceAccounts, and said in the output.
+    let roles: std::collections::BTreeSet<&str> = json["serviceAccounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|sa| sa["roleArn"].as_str())
+        .collect();
+    let calls = &json["awsCalls"];
+    assert!(
+        calls["iam:GetRole"].as_u64().unwrap_or(0) as usize <= roles.len(),
+        "{calls} for {roles:?}"
+    );
+    let total = json["awsCallsTotal"].as_u64().unwrap();
+    assert_eq!(
+        total,
+        calls
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
+    );
+    // Roles, plus the account's providers, the provider, and who the caller is.
+    assert!(total as usize <= roles.len() + 4, "{calls}");
 }
 
 fn current_context(kubeconfig: &Path) -> String {

@@ -169,7 +169,7 @@ async fn run_trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
             table(&audits)
         }
         AuditFormat::Json => {
-            let calls = aws_calls(&aws);
+            let calls = super::output::aws_calls(&aws);
             let value = json_value(
                 issuer.url(),
                 &listings,
@@ -215,17 +215,6 @@ async fn list_service_accounts(
             _ => return Ok(found),
         }
     }
-}
-
-/// AWS calls made, by `service:Operation`, whatever their outcome.
-fn aws_calls(aws: &AwsFacts) -> BTreeMap<String, u64> {
-    let mut calls = BTreeMap::new();
-    for c in aws.call_stats().snapshot() {
-        *calls
-            .entry(format!("{}:{}", c.service, c.operation))
-            .or_default() += c.count;
-    }
-    calls
 }
 
 /// A pattern in a few words, for the table.

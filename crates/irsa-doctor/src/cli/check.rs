@@ -251,8 +251,14 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
         OutputFormat::Table => table::table(&reports, Columns::Default),
         OutputFormat::Wide => table::table(&reports, Columns::Wide),
-        OutputFormat::Json => output::json(&reports) + "\n",
-        OutputFormat::Yaml => output::yaml(&reports),
+        OutputFormat::Json => {
+            let v = output::value_with_calls(&reports, &output::aws_calls(&aws));
+            serde_json::to_string_pretty(&v).expect("JSON values always serialise") + "\n"
+        }
+        OutputFormat::Yaml => {
+            let v = output::value_with_calls(&reports, &output::aws_calls(&aws));
+            serde_yaml_ng::to_string(&v).expect("JSON values always serialise as YAML")
+        }
     };
     output::emit(&text).context("writing to standard output")?;
     Ok(output::exit_code(&reports))

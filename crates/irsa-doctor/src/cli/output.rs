@@ -116,6 +116,29 @@ pub fn json(reports: &[Report]) -> String {
     serde_json::to_string_pretty(&value(reports)).expect("JSON values always serialise")
 }
 
+/// AWS calls made, by `service:Operation`, whatever their outcome.
+pub fn aws_calls(aws: &irsa_aws::AwsFacts) -> std::collections::BTreeMap<String, u64> {
+    let mut calls = std::collections::BTreeMap::new();
+    for c in aws.call_stats().snapshot() {
+        *calls
+            .entry(format!("{}:{}", c.service, c.operation))
+            .or_default() += c.count;
+    }
+    calls
+}
+
+/// [`value`] with the AWS calls the run made (`awsCalls`, by `service:Operation`, and
+/// `awsCallsTotal`), for `check`: what a run cost is part of its answer.
+pub fn value_with_calls(
+    reports: &[Report],
+    calls: &std::collections::BTreeMap<String, u64>,
+) -> Value {
+    let mut v = value(reports);
+    v["awsCalls"] = json!(calls);
+    v["awsCallsTotal"] = json!(calls.values().sum::<u64>());
+    v
+}
+
 /// [`value`] as YAML: the same data as [`json`].
 pub fn yaml(reports: &[Report]) -> String {
     serde_yaml_ng::to_string(&value(reports)).expect("JSON values always serialise as YAML")
