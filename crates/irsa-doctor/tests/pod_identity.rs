@@ -168,6 +168,33 @@ async fn pod_identity_service_accounts_are_diagnosed_with_the_association_in_for
         Some(1),
         "pi-broken is an error: {stderr}"
     );
+
+    // The associations cannot be listed (EKS refuses connections): no ServiceAccount is dropped;
+    // those without the annotation are Unknown, and the list is asked for once, not once each.
+    let closed = format!("http://127.0.0.1:{}", test_support::net::free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-doctor"));
+    cmd.args(["check", "-n", "reports", "-o", "json", "--skip-node-check"])
+        .args(["--skip-issuer-keys", "--aws-max-attempts", "1"])
+        .args(["--kubeconfig", sim.kubeconfig_path().to_str().unwrap()])
+        .args(["--cluster-name", "test", "--issuer", sim.issuer()])
+        .env("AWS_ENDPOINT_URL_EKS", &closed);
+    aws_env(&mut cmd, &aws.url);
+    let out = tokio::task::block_in_place(|| cmd.output().unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let app = failed["serviceAccounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["serviceAccount"] == "reports/pi-app")
+        .unwrap_or_else(|| panic!("pi-app dropped: {failed:#}"));
+    assert_eq!(app["ready"], "Unknown", "{app:#}");
+    assert_eq!(
+        failed["awsCalls"]["eks:ListPodIdentityAssociations"], 1,
+        "{failed:#}"
+    );
+    assert!(stderr.contains("could not be listed"), "{stderr}");
 }
 
 /// A pod of `shop/checkout` running `sleep`, with the agent's variables preset (the webhook

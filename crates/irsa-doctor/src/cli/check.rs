@@ -138,73 +138,80 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     // The names of every ServiceAccount in scope, by namespace: what a missing one is near.
     let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let accounts: Vec<(String, String, Fact<Option<irsa_core::ServiceAccount>>)> = match &args
-        .service_account
-    {
-        Some(name) => {
-            let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-            let sa = api
-                .get_opt(name)
-                .await
-                .with_context(|| format!("reading ServiceAccount {namespace}/{name}"))?;
-            if sa.is_none() {
-                let listed = api
+    // Why the cluster's Pod Identity associations are unknown, when their list failed.
+    let mut listing_failed: Option<irsa_core::Unavailable> = None;
+    let accounts: Vec<(String, String, Fact<Option<irsa_core::ServiceAccount>>)> =
+        match &args.service_account {
+            Some(name) => {
+                let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+                let sa = api
+                    .get_opt(name)
+                    .await
+                    .with_context(|| format!("reading ServiceAccount {namespace}/{name}"))?;
+                if sa.is_none() {
+                    let listed = api
+                        .list_metadata(&ListParams::default())
+                        .await
+                        .context("listing ServiceAccounts")?;
+                    names.insert(
+                        namespace.clone(),
+                        listed
+                            .items
+                            .into_iter()
+                            .filter_map(|m| m.metadata.name)
+                            .collect(),
+                    );
+                }
+                vec![(
+                    namespace.clone(),
+                    name.clone(),
+                    Fact::Known(sa.map(|s| gather::service_account(&s.metadata))),
+                )]
+            }
+            None => {
+                let api: Api<ServiceAccount> = if args.all_namespaces {
+                    Api::all(client.clone())
+                } else {
+                    Api::namespaced(client.clone(), &namespace)
+                };
+                let associated = associated_service_accounts(args, &aws, &namespace).await;
+                listing_failed = associated.as_ref().err().cloned();
+                let associated = associated.unwrap_or_default();
+                let listed: Vec<irsa_core::ServiceAccount> = api
                     .list_metadata(&ListParams::default())
                     .await
-                    .context("listing ServiceAccounts")?;
-                names.insert(
-                    namespace.clone(),
-                    listed
-                        .items
-                        .into_iter()
-                        .filter_map(|m| m.metadata.name)
-                        .collect(),
-                );
-            }
-            vec![(
-                namespace.clone(),
-                name.clone(),
-                Fact::Known(sa.map(|s| gather::service_account(&s.metadata))),
-            )]
-        }
-        None => {
-            let api: Api<ServiceAccount> = if args.all_namespaces {
-                Api::all(client.clone())
-            } else {
-                Api::namespaced(client.clone(), &namespace)
-            };
-            let associated = associated_service_accounts(args, &aws, &namespace).await;
-            let listed: Vec<irsa_core::ServiceAccount> = api
-                .list_metadata(&ListParams::default())
-                .await
-                .context("listing ServiceAccounts")?
-                .items
-                .iter()
-                .map(|m| gather::service_account(&m.metadata))
-                .collect();
-            for sa in &listed {
-                names
-                    .entry(sa.namespace.clone())
-                    .or_default()
-                    .push(sa.name.clone());
-            }
-            let mut accounts: Vec<_> = listed
-                .into_iter()
-                .filter(|sa| {
-                    sa.wants_irsa() || associated.contains(&(sa.namespace.clone(), sa.name.clone()))
-                })
-                .map(|sa| (sa.namespace.clone(), sa.name.clone(), Fact::Known(Some(sa))))
-                .collect();
-            // Associations whose ServiceAccount does not exist: their pods run as the node.
-            accounts.extend(
-                associated
+                    .context("listing ServiceAccounts")?
+                    .items
+                    .iter()
+                    .map(|m| gather::service_account(&m.metadata))
+                    .collect();
+                for sa in &listed {
+                    names
+                        .entry(sa.namespace.clone())
+                        .or_default()
+                        .push(sa.name.clone());
+                }
+                let mut accounts: Vec<_> = listed
                     .into_iter()
-                    .filter(|(ns, name)| !names.get(ns).is_some_and(|n| n.contains(name)))
-                    .map(|(ns, name)| (ns, name, Fact::Known(None))),
-            );
-            accounts
-        }
-    };
+                    // Not knowing which have an association, every ServiceAccount is reported, the
+                    // unannotated ones Unknown: none is dropped silently.
+                    .filter(|sa| {
+                        sa.wants_irsa()
+                            || listing_failed.is_some()
+                            || associated.contains(&(sa.namespace.clone(), sa.name.clone()))
+                    })
+                    .map(|sa| (sa.namespace.clone(), sa.name.clone(), Fact::Known(Some(sa))))
+                    .collect();
+                // Associations whose ServiceAccount does not exist: their pods run as the node.
+                accounts.extend(
+                    associated
+                        .into_iter()
+                        .filter(|(ns, name)| !names.get(ns).is_some_and(|n| n.contains(name)))
+                        .map(|(ns, name)| (ns, name, Fact::Known(None))),
+                );
+                accounts
+            }
+        };
     counting(&progress, accounts.len());
     let nodes = node_fallback::Nodes::new(client.clone());
     let agents = Agents::new(client.clone(), AGENT_NAMESPACE);
@@ -217,15 +224,21 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     for (ns, name, sa) in accounts {
         progress.set_message(format!("{ns}/{name}"));
         let mut facts = gather(&aws, &issuer, &ns, &name, sa, None).await;
-        with_pod_identity(
-            &aws,
-            args.issuer.cluster_name.as_deref(),
-            None,
-            lookup,
-            Some(&agents),
-            &mut facts,
-        )
-        .await;
+        match &listing_failed {
+            // Asked once for the whole run: not again for each ServiceAccount.
+            Some(u) => facts.pod_identity = Fact::Unavailable(u.clone()),
+            None => {
+                with_pod_identity(
+                    &aws,
+                    args.issuer.cluster_name.as_deref(),
+                    None,
+                    lookup,
+                    Some(&agents),
+                    &mut facts,
+                )
+                .await
+            }
+        }
         facts.issuer_keys = issuer_keys.clone();
         if matches!(facts.service_account, Fact::Known(None)) {
             facts.namespace_service_accounts = names.get(&ns).cloned().unwrap_or_default();
@@ -265,35 +278,33 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The ServiceAccounts in scope that have an EKS Pod Identity association (with
-/// `--cluster-name`), so that those without an IRSA annotation are diagnosed too. Not knowing
-/// (no cluster name, or the list was refused) leaves the annotated ones only; each
-/// ServiceAccount's own look-up then says why.
+/// `--cluster-name`), so that those without an IRSA annotation are diagnosed too; empty
+/// without a cluster name. `Err` when the associations could not be listed: then no
+/// ServiceAccount can be told to have none.
 async fn associated_service_accounts(
     args: &CheckArgs,
     aws: &AwsFacts,
     namespace: &str,
-) -> std::collections::HashSet<(String, String)> {
+) -> Result<std::collections::HashSet<(String, String)>, irsa_core::Unavailable> {
     let Some(cluster) = args.issuer.cluster_name.as_deref() else {
-        return Default::default();
+        return Ok(Default::default());
     };
     let lane = irsa_aws::Lane::namespace(namespace);
-    match aws
+    let list = aws
         .pod_identity_association_list(&lane, cluster, None)
         .await
-    {
-        Ok(list) => list
-            .into_iter()
-            .filter(|a| args.all_namespaces || a.namespace == namespace)
-            .map(|a| (a.namespace, a.service_account))
-            .collect(),
-        Err(u) => {
+        .map_err(|u| {
             eprintln!(
-                "warning: EKS Pod Identity associations of {cluster} could not be listed ({}); only annotated ServiceAccounts are checked",
+                "warning: EKS Pod Identity associations of {cluster} could not be listed ({}); ServiceAccounts without the IRSA annotation are reported Unknown",
                 u.detail
             );
-            Default::default()
-        }
-    }
+            u
+        })?;
+    Ok(list
+        .into_iter()
+        .filter(|a| args.all_namespaces || a.namespace == namespace)
+        .map(|a| (a.namespace, a.service_account))
+        .collect())
 }
 
 /// The issuer's discovery document, JWKS and chain, once for every ServiceAccount; only for an
