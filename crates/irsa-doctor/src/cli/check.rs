@@ -293,12 +293,11 @@ async fn associated_service_accounts(
     let list = aws
         .pod_identity_association_list(&lane, cluster, None)
         .await
-        .map_err(|u| {
+        .inspect_err(|u| {
             eprintln!(
                 "warning: EKS Pod Identity associations of {cluster} could not be listed ({}); ServiceAccounts without the IRSA annotation are reported Unknown",
                 u.detail
             );
-            u
         })?;
     Ok(list
         .into_iter()
