@@ -20,6 +20,7 @@ use crate::issuer::Issuer;
 use crate::policy::{Effect, PolicyDocument, Principals, Statement};
 use crate::reason::{ConditionType, Reason};
 use crate::report::Finding;
+use crate::trust::WEB_IDENTITY_ACTION;
 use crate::trust::{action_admits, classify_key, evaluate, subject, KeyKind, WebIdentityRequest};
 use crate::ServiceAccount;
 
@@ -206,7 +207,25 @@ fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Opti
         .map(str::to_string)
         .collect();
     audit.trusts_cluster = !trusting.is_empty();
-    if !audit.trusts_cluster && others.is_empty() {
+    // This cluster's provider named with actions a web identity token cannot use (sts:AssumeRole,
+    // say): meant for the cluster's ServiceAccounts, usable by none of them.
+    let wrong_action = !audit.trusts_cluster
+        && policy.statements.iter().any(|s| {
+            s.effect == Effect::Allow
+                && !action_admits(&s.action)
+                && s.principal.of_type("Federated").any(|f| f == provider_text)
+        });
+    if wrong_action {
+        audit.findings.push(finding(
+            Reason::TrustPolicyNoWebIdentityStatement,
+            format!(
+                "the trust policy of {arn} names this cluster's OIDC provider {provider_text}, but in a \
+                 statement whose Action is not {WEB_IDENTITY_ACTION}: STS lets a web identity token use \
+                 only that action, so no ServiceAccount of this cluster can assume the role"
+            ),
+        ));
+    }
+    if !audit.trusts_cluster && others.is_empty() && !wrong_action {
         return None;
     }
     if audit.trusts_cluster {
@@ -749,8 +768,26 @@ mod tests {
                 trust_policy: "{not json".into(),
             },
             encoded,
+            role(
+                "wrong-action",
+                &[
+                    serde_json::json!({"Effect": "Allow", "Principal": {"Federated": provider(HP)},
+                    "Action": "sts:AssumeRole"}),
+                ],
+            ),
         ]);
         assert!(!audits.contains_key("ec2"), "{audits:?}");
+        // This cluster's provider with an action web identity cannot use: told, not left out.
+        let wrong = &audits["wrong-action"];
+        assert!(!wrong.trusts_cluster);
+        assert_eq!(reasons(wrong), [Reason::TrustPolicyNoWebIdentityStatement]);
+        assert!(
+            wrong.findings[0]
+                .message
+                .contains("sts:AssumeRoleWithWebIdentity"),
+            "{:?}",
+            wrong.findings
+        );
         let other = &audits["other"];
         assert!(!other.trusts_cluster);
         assert_eq!(admitted(other), Vec::<&str>::new());
@@ -764,7 +801,7 @@ mod tests {
         assert_eq!(reasons(&audits["broken"]), [Reason::TrustPolicyInvalid]);
         assert_eq!(admitted(&audits["encoded"]), ["a/b"]);
         let keys: Vec<&String> = audits.keys().collect();
-        assert_eq!(keys, ["broken", "encoded", "other"]);
+        assert_eq!(keys, ["broken", "encoded", "other", "wrong-action"]);
     }
 
     #[test]
