@@ -225,9 +225,16 @@ fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Opti
             ),
         ));
     }
-    if !audit.trusts_cluster && others.is_empty() && !wrong_action {
+    if !audit.trusts_cluster && others.is_empty() && !wrong_action && audit.annotated_by.is_empty()
+    {
         return None;
     }
+    // Annotated with this role, and refused by it: their pods cannot assume it.
+    let mut refused: Vec<String> = if audit.trusts_cluster {
+        Vec::new()
+    } else {
+        audit.annotated_by.clone()
+    };
     if audit.trusts_cluster {
         let probe = Probe {
             issuer,
@@ -245,6 +252,12 @@ fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Opti
                 .collect(),
         };
         admit_existing(&probe, cluster, &mut audit);
+        refused = service_accounts
+            .iter()
+            .filter(|sa| sa.role_arn_annotation().map(str::trim) == Some(audit.role_arn.as_str()))
+            .filter(|sa| probe.verdict(&sa.namespace, &sa.name, sa.audience()) == Tri::False)
+            .map(|sa| format!("{}/{}", sa.namespace, sa.name))
+            .collect();
         let subjects = sub_values(issuer, &trusting);
         admit_patterns(&probe, &subjects, cluster.namespaces, &mut audit);
         let missing: Vec<String> = subjects
@@ -261,6 +274,18 @@ fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Opti
             .into_iter()
             .map(|provider| AdmittedPattern::OtherProvider { provider }),
     );
+    if !refused.is_empty() {
+        let names: Vec<&str> = refused.iter().map(String::as_str).collect();
+        audit.findings.push(finding(
+            Reason::TrustPolicySubjectMismatch,
+            format!(
+                "{arn} is the eks.amazonaws.com/role-arn of {}, but its trust policy does not admit {}: \
+                 their pods cannot assume it",
+                quoted(&names),
+                if names.len() == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
     audit
         .findings
         .sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -802,6 +827,45 @@ mod tests {
         assert_eq!(admitted(&audits["encoded"]), ["a/b"]);
         let keys: Vec<&String> = audits.keys().collect();
         assert_eq!(keys, ["broken", "encoded", "other", "wrong-action"]);
+    }
+
+    #[test]
+    fn service_accounts_annotated_with_a_role_that_refuses_them_are_reported() {
+        let audits = audit(&[
+            // a/b is annotated with "exact", which trusts a/c only.
+            role(
+                "exact",
+                &[allow(HP, sub("StringEquals", "system:serviceaccount:a:c"))],
+            ),
+            // kube-system/aws-node is annotated with "no-sub", a role for EC2 only: it used to be
+            // left out of the map altogether.
+            role(
+                "no-sub",
+                &[
+                    serde_json::json!({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                    "Action": "sts:AssumeRole"}),
+                ],
+            ),
+        ]);
+        let exact = &audits["exact"];
+        assert!(
+            reasons(exact).contains(&Reason::TrustPolicySubjectMismatch),
+            "{exact:?}"
+        );
+        let message = &exact
+            .findings
+            .iter()
+            .find(|f| f.reason == Reason::TrustPolicySubjectMismatch)
+            .unwrap()
+            .message;
+        assert!(
+            message.contains("\"a/b\"") && !message.contains("a/c"),
+            "{message}"
+        );
+        let ec2 = &audits["no-sub"];
+        assert!(!ec2.trusts_cluster);
+        assert_eq!(reasons(ec2), [Reason::TrustPolicySubjectMismatch]);
+        assert!(ec2.findings[0].message.contains("kube-system/aws-node"));
     }
 
     #[test]
