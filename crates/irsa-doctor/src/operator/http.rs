@@ -199,17 +199,9 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .build();
-        let aws = irsa_aws::AwsFacts::new(
-            irsa_aws::Clients::new(&sdk),
-            Default::default(),
-            &irsa_aws::AwsFactsConfig::default(),
-        );
         let server = tokio::spawn(serve(
             listener,
-            Arc::new(Metrics::new(Arc::new(aws))),
+            Arc::new(super::super::metrics::tests::unconnected()),
             Arc::new(Health::default()),
         ));
         // Every slot taken by a client that never sends its headers.

@@ -534,8 +534,21 @@ impl prometheus_client::collector::Collector for AwsCollector {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Metrics over AWS facts that are never asked (no credentials, no region).
+    pub(crate) fn unconnected() -> Metrics {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let aws = AwsFacts::new(
+            irsa_aws::Clients::new(&sdk),
+            Default::default(),
+            &irsa_aws::AwsFactsConfig::default(),
+        );
+        Metrics::new(Arc::new(aws))
+    }
     use irsa_core::probe::Injection;
     use irsa_core::Unavailable;
 
@@ -557,15 +570,7 @@ mod tests {
 
     #[tokio::test]
     async fn probe_runs_are_counted_by_outcome_with_their_duration() {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .build();
-        let aws = AwsFacts::new(
-            irsa_aws::Clients::new(&sdk),
-            Default::default(),
-            &irsa_aws::AwsFactsConfig::default(),
-        );
-        let m = Metrics::new(Arc::new(aws));
+        let m = unconnected();
         let text = m.encode();
         assert!(
             text.contains(r#"irsa_doctor_probe_runs_total{outcome="timed_out"} 0"#)
@@ -596,15 +601,7 @@ mod tests {
 
     #[test]
     fn check_series_are_bounded_per_namespace() {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .build();
-        let aws = AwsFacts::new(
-            irsa_aws::Clients::new(&sdk),
-            Default::default(),
-            &irsa_aws::AwsFactsConfig::default(),
-        );
-        let m = Metrics::new(Arc::new(aws));
+        let m = unconnected();
         let over = MAX_CHECK_SERIES_PER_NAMESPACE + 50;
         for i in 0..over {
             m.set_check("flood", &format!("c{i}"), true, Reason::AllChecksPassed);
