@@ -152,14 +152,17 @@ struct Cluster<'a> {
 
 fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Option<RoleAudit> {
     let service_accounts = cluster.service_accounts;
+    let annotated: Vec<&ServiceAccount> = service_accounts
+        .iter()
+        .filter(|sa| sa.role_arn_annotation().map(str::trim) == Some(role.arn.as_str()))
+        .collect();
     let mut audit = RoleAudit {
         role_arn: role.arn.clone(),
         trusts_cluster: false,
         service_accounts: Vec::new(),
         admitted_count: 0,
-        annotated_by: service_accounts
+        annotated_by: annotated
             .iter()
-            .filter(|sa| sa.role_arn_annotation().map(str::trim) == Some(role.arn.as_str()))
             .map(|sa| format!("{}/{}", sa.namespace, sa.name))
             .collect(),
         patterns: Vec::new(),
@@ -252,9 +255,8 @@ fn audit_role(issuer: &Issuer, role: &ListedRole, cluster: &Cluster<'_>) -> Opti
                 .collect(),
         };
         admit_existing(&probe, cluster, &mut audit);
-        refused = service_accounts
+        refused = annotated
             .iter()
-            .filter(|sa| sa.role_arn_annotation().map(str::trim) == Some(audit.role_arn.as_str()))
             .filter(|sa| probe.verdict(&sa.namespace, &sa.name, sa.audience()) == Tri::False)
             .map(|sa| format!("{}/{}", sa.namespace, sa.name))
             .collect();
