@@ -65,7 +65,6 @@ impl State {
 }
 
 /// The probe slots of one operator.
-#[derive(Clone)]
 pub struct ProbeSlots {
     state: Arc<Mutex<State>>,
     total: usize,
