@@ -559,6 +559,10 @@ impl Writer {
     /// one list of the reports named irsa-doctor per watched scope, their resourceVersions
     /// compared with those of the writes. Forgotten as written, so that they are written again.
     async fn tampered(&mut self) -> BTreeSet<String> {
+        // Nothing written yet, nothing to compare: no list.
+        if self.written.is_empty() {
+            return BTreeSet::new();
+        }
         let ar = resource();
         let params = ListParams::default().fields(&format!("metadata.name={REPORT_NAME}"));
         let mut seen: HashMap<String, Option<String>> = HashMap::new();
