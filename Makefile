@@ -99,9 +99,15 @@ $(TOOLS_BIN)/promtool: $(CONTROL_PLANE)/promtool/go.mod $(CONTROL_PLANE)/promtoo
 	cd $(CONTROL_PLANE)/promtool && $(GO_BUILD) -ldflags "-s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION)" \
 	  -o $@ github.com/prometheus/prometheus/cmd/promtool
 
+# dot-check: the DOT output of `audit trust -o dot` checked by Graphviz itself (go-graphviz,
+# Graphviz compiled to WebAssembly, pinned in tests/graphviz/go.mod): parsed, laid out, rendered.
+GRAPHVIZ := tests/graphviz
+$(TOOLS_BIN)/dot-check: $(GRAPHVIZ)/go.mod $(GRAPHVIZ)/go.sum $(GRAPHVIZ)/main.go
+	cd $(GRAPHVIZ) && $(GO_BUILD) -ldflags "-s -w" -o $@ .
+
 control-plane: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kube-controller-manager $(TOOLS_BIN)/etcd
 
-tools: $(TOOLS_BIN)/helm $(TOOLS_BIN)/promtool
+tools: $(TOOLS_BIN)/helm $(TOOLS_BIN)/promtool $(TOOLS_BIN)/dot-check
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)

@@ -114,7 +114,7 @@ async fn audit_trust(
         }))
         .collect();
     let start = Instant::now();
-    let audited = irsa_core::trust_audit::audit_trust(issuer, &listed, &accounts);
+    let audited = irsa_core::trust_audit::audit_trust(issuer, &listed, &accounts, &[]);
     let evaluation = start.elapsed().as_secs_f64();
     let admitting = audited.iter().filter(|a| a.admitted_count == 1).count();
     // A burst of `rate` pages goes at once; each further one waits for the rate.

@@ -13,6 +13,7 @@ pub mod fact;
 pub mod facts;
 pub mod issuer;
 pub mod issuer_keys;
+pub mod kube_names;
 pub mod manifest;
 pub mod mechanism;
 pub mod node_fallback;

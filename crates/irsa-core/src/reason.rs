@@ -202,6 +202,10 @@ catalogue! {
         "Delete the role, or remove this cluster's provider from its trust policy, if no ServiceAccount of the cluster needs it any more.";
     TrustedServiceAccountMissing, Some(C::TrustPolicyValid), Warning,
         "Remove the deleted ServiceAccount's subject from the trust policy, so that whoever creates a ServiceAccount of that name does not get the role.";
+    TrustPolicyAdmitsNoServiceAccount, Some(C::TrustPolicyValid), Warning,
+        "Fix what the message names (condition keys without https://, the :aud value sts.amazonaws.com, StringLike for patterns, the exact lower-case subject), or remove this cluster's provider from the trust policy.";
+    TrustedSubjectInvalid, Some(C::TrustPolicyValid), Warning,
+        "Write the subject as system:serviceaccount:<namespace>:<name> with the ServiceAccount's exact lower-case names (the nearest existing one is named), and use StringLike for * and ?.";
     PermissionDenied, Some(C::PermissionsValid), Error,
         "Grant the action on the resource in one of the role's policies, or remove the Deny or boundary that blocks it.";
     PermissionCheckUnavailable, Some(C::PermissionsValid), Unknown,

@@ -49,6 +49,8 @@ fn needs_live_facts(reason: Reason) -> bool {
             | Reason::TrustPolicyAdmitsWholeNamespace
             | Reason::TrustedRoleUnused
             | Reason::TrustedServiceAccountMissing
+            | Reason::TrustPolicyAdmitsNoServiceAccount
+            | Reason::TrustedSubjectInvalid
             // The issuer's documents and TLS chain, which only `check` fetches.
             | Reason::IssuerDiscoveryUnreachable
             | Reason::IssuerDiscoveryInvalid

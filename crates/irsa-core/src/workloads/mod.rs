@@ -282,6 +282,26 @@ pub struct PodFacts {
     pub webhooks: Option<Vec<WebhookRegistration>>,
 }
 
+/// The label the Deployment controller puts on its ReplicaSets' pods.
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The workload a pod belongs to, as a person names it: `Deployment/web` for a pod of
+/// ReplicaSet `web-5d8f9c` that carries that hash as its `pod-template-hash`, otherwise its
+/// controller (`StatefulSet/db`, `Job/backup-29`), or `Pod/<name>` for a bare pod.
+pub fn workload_of(owner: Option<&str>, labels: &BTreeMap<String, String>, pod: &str) -> String {
+    let Some(owner) = owner else {
+        return format!("Pod/{pod}");
+    };
+    let deployment = owner
+        .strip_prefix("ReplicaSet/")
+        .zip(labels.get(POD_TEMPLATE_HASH))
+        .and_then(|(rs, hash)| rs.strip_suffix(hash.as_str())?.strip_suffix('-'));
+    match deployment {
+        Some(name) if !name.is_empty() => format!("Deployment/{name}"),
+        _ => owner.to_string(),
+    }
+}
+
 impl PodFacts {
     /// The container that needs the role: the one `kubectl.kubernetes.io/default-container`
     /// names, else the first container (never an init container).
@@ -345,4 +365,29 @@ pub struct Workload {
     pub service_account: String,
     /// The template's facts, named e.g. `Deployment reports/api`.
     pub pod: PodFacts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_is_named_by_the_workload_a_person_knows() {
+        let hash: BTreeMap<String, String> =
+            [("pod-template-hash".to_string(), "5d8f9c".to_string())].into();
+        assert_eq!(
+            workload_of(Some("ReplicaSet/web-5d8f9c"), &hash, "web-5d8f9c-x"),
+            "Deployment/web"
+        );
+        // A ReplicaSet of its own (no matching hash) stays one.
+        assert_eq!(
+            workload_of(Some("ReplicaSet/web-5d8f9c"), &BTreeMap::new(), "p"),
+            "ReplicaSet/web-5d8f9c"
+        );
+        assert_eq!(
+            workload_of(Some("StatefulSet/db"), &hash, "db-0"),
+            "StatefulSet/db"
+        );
+        assert_eq!(workload_of(None, &hash, "debug"), "Pod/debug");
+    }
 }

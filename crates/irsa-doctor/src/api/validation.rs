@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use irsa_core::kube_names::is_dns1123_subdomain;
 use irsa_core::{RoleArn, RoleArnError};
 use thiserror::Error;
 
@@ -26,7 +27,8 @@ pub(crate) const IAM_ACTION_PATTERN: &str = r"^[a-zA-Z0-9-]+:[a-zA-Z0-9*?]+$";
 // Lengths count characters, as the API server's maxLength does.
 
 /// Kubernetes' limit on object names (RFC 1123 subdomains).
-pub(crate) const SERVICE_ACCOUNT_NAME_MAX_LENGTH: usize = 253;
+pub(crate) const SERVICE_ACCOUNT_NAME_MAX_LENGTH: usize =
+    irsa_core::kube_names::SUBDOMAIN_MAX_LENGTH;
 /// At most this many permissions per IrsaCheck: each is one simulated action per run.
 pub(crate) const MAX_PERMISSIONS: usize = 50;
 /// Far above the longest IAM action name (service prefixes and actions are short identifiers).
@@ -244,19 +246,6 @@ fn at_most(
         });
     }
     Ok(())
-}
-
-/// The rule of [`DNS1123_SUBDOMAIN_PATTERN`] plus its 253-character limit.
-fn is_dns1123_subdomain(name: &str) -> bool {
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    name.len() <= SERVICE_ACCOUNT_NAME_MAX_LENGTH && name.split('.').all(label_ok)
 }
 
 /// The rule of [`IAM_ACTION_PATTERN`].

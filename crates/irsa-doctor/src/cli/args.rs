@@ -18,6 +18,65 @@ pub struct IssuerArgs {
     pub cluster_name: Option<String>,
 }
 
+/// The longest selector accepted, in bytes: a label selector of a few dozen requirements.
+pub const MAX_SELECTOR_LENGTH: usize = 1_024;
+
+/// kubectl's selectors, on ServiceAccounts; the API server parses and applies them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectorArgs {
+    /// Only ServiceAccounts with these labels, as kubectl's -l (e.g. -l team=ml,tier!=dev).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR", value_parser = bounded_selector)]
+    pub selector: Option<String>,
+    /// Only ServiceAccounts with these fields, as kubectl's --field-selector (e.g.
+    /// metadata.name=app or metadata.namespace!=kube-system).
+    #[arg(long, value_name = "SELECTOR", value_parser = bounded_selector)]
+    pub field_selector: Option<String>,
+}
+
+impl SelectorArgs {
+    /// Whether a selector is given.
+    pub fn any(&self) -> bool {
+        self.selector.is_some() || self.field_selector.is_some()
+    }
+
+    /// The selectors as list parameters.
+    pub fn list_params(&self) -> kube::api::ListParams {
+        let mut params = kube::api::ListParams::default();
+        if let Some(labels) = &self.selector {
+            params = params.labels(labels);
+        }
+        if let Some(fields) = &self.field_selector {
+            params = params.fields(fields);
+        }
+        params
+    }
+
+    /// `-l …` and `--field-selector …` as given, for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(l) = &self.selector {
+            parts.push(format!("-l {l:?}"));
+        }
+        if let Some(f) = &self.field_selector {
+            parts.push(format!("--field-selector {f:?}"));
+        }
+        parts.join(" ")
+    }
+}
+
+fn bounded_selector(s: &str) -> Result<String, String> {
+    if s.len() > MAX_SELECTOR_LENGTH {
+        return Err(format!(
+            "the selector is {} bytes long; give at most {MAX_SELECTOR_LENGTH}",
+            s.len()
+        ));
+    }
+    if s.trim().is_empty() {
+        return Err("the selector is empty; give e.g. team=ml".to_string());
+    }
+    Ok(s.to_string())
+}
+
 /// Limits on AWS calls.
 #[derive(Debug, Clone, Args)]
 pub struct AwsArgs {

@@ -4,24 +4,27 @@
 //! ServiceAccount of the cluster and for the patterns it admits. Run with the caller's own kube
 //! context and AWS credentials, which may read every role anyway: nothing is withheld.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use irsa_aws::AwsFacts;
-use irsa_core::trust_audit::{audit_trust, AdmittedPattern, RoleAudit};
+use irsa_aws::{AwsFacts, Lane};
+use irsa_core::pod_identity::Association;
+use irsa_core::trust_audit::{audit_trust, AdmittedPattern, AssociationUsage, RoleAudit};
 use irsa_core::{Finding, Reason, Severity, Unavailable};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 use tabwriter::TabWriter;
 
-use super::args::{AwsArgs, IssuerArgs};
-use super::{output, sarif};
+use super::args::{AwsArgs, IssuerArgs, SelectorArgs};
+use super::trust_map::TrustMap;
+use super::{cluster_view, output, sarif};
 use crate::client::KubeconfigSelection;
+use crate::gather::workloads::{self, PodPlacement};
 use crate::gather::{self, issuer};
 
 /// At most this many `--account` values.
@@ -50,17 +53,43 @@ pub enum AuditCommand {
     ///
     /// Exit status: 0 no error findings, 1 error findings, 2 could not run.
     Trust(TrustArgs),
+    /// Is this cluster set up for IRSA and EKS Pod Identity at all: its issuer, the account's
+    /// IAM OIDC providers (client IDs, thumbprints), the pod identity webhook's registration, the
+    /// Pod Identity Agent (add-on and pods) and the associations, on one screen.
+    ///
+    /// Exit status: 0 set up (or only Unknown parts), 1 something missing, 2 could not run.
+    Cluster(cluster_view::ClusterArgs),
 }
 
 /// How `audit trust` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuditFormat {
-    /// ROLE, SERVICEACCOUNTS, PATTERNS, FINDINGS: one row per role that trusts an OIDC provider.
+    /// ROLE, SERVICEACCOUNTS, ASSOCIATIONS, PATTERNS, FINDINGS: one row per role.
     Table,
-    /// Every role, admitted ServiceAccount, pattern and finding, and the AWS calls made.
+    /// The table, then PODS and WORKLOADS: how many pods (and workloads) run as the
+    /// ServiceAccounts that declare the role and are admitted.
+    Wide,
+    /// Every role, admitted ServiceAccount, association, pattern and finding, and the AWS calls
+    /// made.
     Json,
     /// SARIF 2.1.0 for code scanning: one result per finding, located at the role's ARN.
     Sarif,
+    /// A Graphviz graph: roles, ServiceAccounts, workloads and their links (`| dot -Tsvg`).
+    Dot,
+    /// One CSV record per role, ServiceAccount and pod.
+    Csv,
+    /// One row per pod: what it may assume, how, and whether the trust admits it.
+    Pods,
+}
+
+impl AuditFormat {
+    /// Whether the format shows pods, which are then listed.
+    fn shows_pods(self) -> bool {
+        matches!(
+            self,
+            AuditFormat::Wide | AuditFormat::Dot | AuditFormat::Csv | AuditFormat::Pods
+        )
+    }
 }
 
 /// Arguments of `irsa-doctor audit trust`.
@@ -80,7 +109,9 @@ pub struct TrustArgs {
     issuer: IssuerArgs,
     #[command(flatten)]
     aws: AwsArgs,
-    /// Output format: table, json or sarif.
+    #[command(flatten)]
+    select: SelectorArgs,
+    /// Output format: table, wide, json, sarif, dot, csv or pods.
     #[arg(short = 'o', long, value_enum, default_value_t = AuditFormat::Table)]
     output: AuditFormat,
 }
@@ -97,6 +128,7 @@ fn parse_account(s: &str) -> Result<String, String> {
 pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         AuditCommand::Trust(trust) => run_trust(trust).await,
+        AuditCommand::Cluster(cluster) => cluster_view::run(cluster).await,
     }
 }
 
@@ -104,6 +136,59 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 struct AccountAudit {
     account: String,
     listed: Result<usize, Unavailable>,
+}
+
+/// The cluster's Pod Identity associations, as far as they could be read.
+pub(crate) enum AssociationListing {
+    /// No `--cluster-name`: not looked up.
+    Skipped,
+    /// Listed and described.
+    Listed(Vec<Association>),
+    /// The list or a description failed.
+    Failed(Unavailable),
+}
+
+impl AssociationListing {
+    fn associations(&self) -> &[Association] {
+        match self {
+            AssociationListing::Listed(list) => list,
+            _ => &[],
+        }
+    }
+}
+
+/// Every association of `cluster` (`eks:ListPodIdentityAssociations`, every page), each
+/// described (`eks:DescribePodIdentityAssociation`) for its roles and settings.
+pub(crate) async fn list_associations(aws: &AwsFacts, cluster: Option<&str>) -> AssociationListing {
+    let Some(cluster) = cluster else {
+        return AssociationListing::Skipped;
+    };
+    let summaries = match aws
+        .pod_identity_association_list(&Lane::Operator, cluster, None)
+        .await
+    {
+        Ok(list) => list,
+        Err(u) => return AssociationListing::Failed(u),
+    };
+    let mut found = Vec::with_capacity(summaries.len());
+    for summary in summaries {
+        match aws
+            .pod_identity_association(&Lane::Operator, cluster, &summary.association_id)
+            .await
+        {
+            irsa_core::Fact::Known(Some(a)) => found.push(a),
+            // Deleted between the list and the description: nothing uses it any more.
+            irsa_core::Fact::Known(None) => {}
+            irsa_core::Fact::Unavailable(u) => return AssociationListing::Failed(u),
+            irsa_core::Fact::Skipped(why) => {
+                return AssociationListing::Failed(Unavailable {
+                    reason: Reason::AwsApiUnavailable,
+                    detail: why,
+                })
+            }
+        }
+    }
+    AssociationListing::Listed(found)
 }
 
 async fn run_trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
@@ -147,7 +232,25 @@ async fn run_trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
         accounts.dedup();
         accounts
     };
-    let service_accounts = list_service_accounts(&client).await?;
+    // Every ServiceAccount is evaluated (a trusted one missing is a finding); the selectors
+    // choose which are shown.
+    let service_accounts = list_service_accounts(&client, &ListParams::default())
+        .await
+        .context("listing the ServiceAccounts of every namespace")?;
+    let selected: Option<BTreeSet<String>> = if args.select.any() {
+        let chosen = list_service_accounts(&client, &args.select.list_params())
+            .await
+            .with_context(|| format!("listing the ServiceAccounts {}", args.select.describe()))?;
+        Some(
+            chosen
+                .iter()
+                .map(|sa| format!("{}/{}", sa.namespace, sa.name))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let pod_identity = list_associations(&aws, args.issuer.cluster_name.as_deref()).await;
     let mut roles = Vec::new();
     let mut listings = Vec::with_capacity(accounts.len());
     for account in accounts {
@@ -158,28 +261,63 @@ async fn run_trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
         });
         listings.push(AccountAudit { account, listed });
     }
-    let audits = audit_trust(&issuer, &roles, &service_accounts);
+    let mut audits = audit_trust(
+        &issuer,
+        &roles,
+        &service_accounts,
+        pod_identity.associations(),
+    );
+    if let Some(selected) = &selected {
+        audits = select(audits, |sa| selected.contains(sa));
+    }
+    let placements: Vec<PodPlacement> = if args.output.shows_pods() {
+        workloads::placements(&client)
+            .await
+            .map_err(|u| anyhow::anyhow!("{}", u.detail))?
+    } else {
+        Vec::new()
+    };
+    let unknown = unknown_findings(&listings, &pod_identity);
     let text = match args.output {
-        AuditFormat::Table => {
-            for l in &listings {
-                if let Err(u) = &l.listed {
-                    eprintln!("account {}: {}: {}", l.account, u.reason, u.detail);
-                }
+        AuditFormat::Table
+        | AuditFormat::Wide
+        | AuditFormat::Pods
+        | AuditFormat::Dot
+        | AuditFormat::Csv => {
+            for (_, account, f) in &unknown {
+                eprintln!(
+                    "{}: {}: {}",
+                    account.unwrap_or("Pod Identity"),
+                    f.reason,
+                    f.message
+                );
             }
-            table(&audits)
+            let mut map = TrustMap::new(&audits, &placements);
+            if let Some(selected) = &selected {
+                map.retain(|sa| selected.contains(sa));
+            }
+            match args.output {
+                AuditFormat::Table => table(&audits, None),
+                AuditFormat::Wide => table(&audits, Some(&map)),
+                AuditFormat::Pods => pods_table(&map),
+                AuditFormat::Dot => map.dot(),
+                _ => map.csv().context("writing CSV")?,
+            }
         }
         AuditFormat::Json => {
             let calls = super::output::aws_calls(&aws);
             let value = json_value(
                 issuer.url(),
                 &listings,
+                &pod_identity,
                 service_accounts.len(),
                 &audits,
+                &unknown,
                 calls,
             );
             serde_json::to_string_pretty(&value)? + "\n"
         }
-        AuditFormat::Sarif => serde_json::to_string_pretty(&sarif_log(&listings, &audits))? + "\n",
+        AuditFormat::Sarif => serde_json::to_string_pretty(&sarif_log(&unknown, &audits))? + "\n",
     };
     output::emit(&text).context("writing to standard output")?;
     let errors = audits
@@ -189,22 +327,39 @@ async fn run_trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(u8::from(errors)))
 }
 
-/// Every ServiceAccount of the cluster, metadata only, a page at a time.
+/// The audits of roles linked to a ServiceAccount `keep` admits (admitted by the role,
+/// annotated with it, or associated to it), their lists cut to those ServiceAccounts; the
+/// counts and findings stay those of the whole cluster.
+fn select(audits: Vec<RoleAudit>, keep: impl Fn(&str) -> bool) -> Vec<RoleAudit> {
+    audits
+        .into_iter()
+        .filter_map(|mut a| {
+            a.service_accounts.retain(|sa| keep(&sa.service_account));
+            a.annotated_by.retain(|sa| keep(sa));
+            a.annotated_refused.retain(|sa| keep(sa));
+            a.associations.retain(|u| keep(&u.service_account));
+            let linked = !a.service_accounts.is_empty()
+                || !a.annotated_by.is_empty()
+                || !a.associations.is_empty();
+            linked.then_some(a)
+        })
+        .collect()
+}
+
+/// ServiceAccounts of the cluster selected by `params`, metadata only, a page at a time.
 async fn list_service_accounts(
     client: &kube::Client,
-) -> anyhow::Result<Vec<irsa_core::ServiceAccount>> {
+    params: &ListParams,
+) -> Result<Vec<irsa_core::ServiceAccount>, kube::Error> {
     let api: Api<ServiceAccount> = Api::all(client.clone());
     let mut found = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut params = ListParams::default().limit(SERVICE_ACCOUNT_PAGE_SIZE);
+        let mut page_params = params.clone().limit(SERVICE_ACCOUNT_PAGE_SIZE);
         if let Some(t) = token.take() {
-            params = params.continue_token(&t);
+            page_params = page_params.continue_token(&t);
         }
-        let page = api
-            .list_metadata(&params)
-            .await
-            .context("listing the ServiceAccounts of every namespace")?;
+        let page = api.list_metadata(&page_params).await?;
         found.extend(
             page.items
                 .iter()
@@ -219,35 +374,89 @@ async fn list_service_accounts(
 
 /// A pattern in a few words, for the table.
 fn pattern_text(pattern: &AdmittedPattern) -> String {
+    let except = |e: &[String]| {
+        if e.is_empty() {
+            String::new()
+        } else {
+            format!("(except:{})", e.len())
+        }
+    };
     match pattern {
-        AdmittedPattern::AnyServiceAccount => "any-serviceaccount".to_string(),
-        AdmittedPattern::Namespace { namespace } => format!("namespace:{namespace}"),
+        AdmittedPattern::AnyServiceAccount { except: e } => {
+            format!("any-serviceaccount{}", except(e))
+        }
+        AdmittedPattern::Namespace {
+            namespace,
+            except: e,
+        } => format!("namespace:{namespace}{}", except(e)),
         AdmittedPattern::SubjectPattern { pattern } => format!("sub:{pattern}"),
         AdmittedPattern::AnyAudience => "any-audience".to_string(),
         AdmittedPattern::OtherProvider { provider } => format!("other-provider:{provider}"),
+        AdmittedPattern::PodIdentityAnyCluster => "pod-identity-any-cluster".to_string(),
     }
 }
 
-/// kubectl-style: one row per role, lists comma-separated and cut to [`CELL_WIDTH`].
-fn table(audits: &[RoleAudit]) -> String {
+/// kubectl-style: one row per role, lists comma-separated and cut to [`CELL_WIDTH`]; with a
+/// map (`-o wide`), the pods and workloads that use each role.
+fn table(audits: &[RoleAudit], usage: Option<&TrustMap<'_>>) -> String {
     let mut tw = TabWriter::new(Vec::new()).padding(3);
-    let _ = writeln!(tw, "ROLE\tSERVICEACCOUNTS\tPATTERNS\tFINDINGS");
+    let mut header = "ROLE\tSERVICEACCOUNTS\tASSOCIATIONS\tPATTERNS\tFINDINGS".to_string();
+    if usage.is_some() {
+        header.push_str("\tPODS\tWORKLOADS");
+    }
+    let _ = writeln!(tw, "{header}");
     for a in audits {
         let accounts: Vec<&str> = a
             .service_accounts
             .iter()
             .map(|s| s.service_account.as_str())
             .collect();
+        let associations: Vec<String> = a
+            .associations
+            .iter()
+            .map(|u| {
+                let target = match u.usage {
+                    AssociationUsage::Role => "",
+                    AssociationUsage::TargetRole => "[target]",
+                };
+                let refused = if u.admitted || u.conditional {
+                    ""
+                } else {
+                    "[refused]"
+                };
+                format!("{}{target}{refused}", u.service_account)
+            })
+            .collect();
         let patterns: Vec<String> = a.patterns.iter().map(pattern_text).collect();
         let findings: Vec<&str> = a.findings.iter().map(|f| f.reason.as_str()).collect();
-        let _ = writeln!(
-            tw,
-            "{}\t{}\t{}\t{}",
+        let mut row = format!(
+            "{}\t{}\t{}\t{}\t{}",
             cell(&a.role_arn),
             cell(&accounts.join(",")),
+            cell(&associations.join(",")),
             cell(&patterns.join(",")),
             cell(&findings.join(","))
         );
+        if let Some(map) = usage {
+            let (pods, workloads) = map.usage(&a.role_arn);
+            row.push_str(&format!("\t{pods}\t{workloads}"));
+        }
+        let _ = writeln!(tw, "{row}");
+    }
+    let _ = tw.flush();
+    String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
+}
+
+/// `-o pods`: one row per pod and role it may assume.
+fn pods_table(map: &TrustMap<'_>) -> String {
+    let mut tw = TabWriter::new(Vec::new()).padding(3);
+    let _ = writeln!(
+        tw,
+        "NAMESPACE\tPOD\tWORKLOAD\tSERVICEACCOUNT\tMECHANISM\tROLE\tTRUST"
+    );
+    for row in map.pod_rows() {
+        let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+        let _ = writeln!(tw, "{}", cells.join("\t"));
     }
     let _ = tw.flush();
     String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
@@ -290,11 +499,15 @@ fn account_finding(account: &str, u: &Unavailable) -> Finding {
     f
 }
 
-/// Every finding: the accounts that could not be listed, then each role's.
-fn all_findings<'a>(
+/// A finding with where it is located: a role, or an account (or neither: Pod Identity).
+type Located<'a> = (Option<&'a str>, Option<&'a str>, Finding);
+
+/// The accounts whose roles, and the Pod Identity associations, that could not be listed, as
+/// Unknown findings.
+fn unknown_findings<'a>(
     listings: &'a [AccountAudit],
-    audits: &'a [RoleAudit],
-) -> Vec<(Option<&'a str>, Option<&'a str>, Finding)> {
+    pod_identity: &AssociationListing,
+) -> Vec<Located<'a>> {
     let accounts = listings.iter().filter_map(|l| {
         let u = l.listed.as_ref().err()?;
         Some((
@@ -303,19 +516,42 @@ fn all_findings<'a>(
             account_finding(&l.account, u),
         ))
     });
+    let associations = match pod_identity {
+        AssociationListing::Failed(u) => {
+            let mut f = Finding::new(
+                u.reason,
+                irsa_core::ConditionType::TrustPolicyValid,
+                format!(
+                    "the cluster's EKS Pod Identity associations could not be listed, so no role's use by \
+                     them is known: {}",
+                    u.detail
+                ),
+            );
+            f.severity = Severity::Unknown;
+            Some((None, None, f))
+        }
+        _ => None,
+    };
+    accounts.chain(associations).collect()
+}
+
+/// Every finding: what could not be listed, then each role's.
+fn all_findings<'a>(unknown: &[Located<'a>], audits: &'a [RoleAudit]) -> Vec<Located<'a>> {
     let roles = audits.iter().flat_map(|a| {
         a.findings
             .iter()
             .map(|f| (Some(a.role_arn.as_str()), None, f.clone()))
     });
-    accounts.chain(roles).collect()
+    unknown.iter().cloned().chain(roles).collect()
 }
 
 fn json_value(
     issuer: String,
     listings: &[AccountAudit],
+    pod_identity: &AssociationListing,
     service_accounts: usize,
     audits: &[RoleAudit],
+    unknown: &[Located<'_>],
     calls: BTreeMap<String, u64>,
 ) -> Value {
     let accounts: Vec<Value> = listings
@@ -326,7 +562,15 @@ fn json_value(
                 "error": {"reason": u.reason, "message": u.detail}}),
         })
         .collect();
-    let findings: Vec<Value> = all_findings(listings, audits)
+    let associations = match pod_identity {
+        AssociationListing::Skipped => {
+            json!({"associations": null, "skipped": "no --cluster-name: EKS Pod Identity associations were not listed"})
+        }
+        AssociationListing::Listed(list) => json!({"associations": list.len()}),
+        AssociationListing::Failed(u) => json!({"associations": null,
+            "error": {"reason": u.reason, "message": u.detail}}),
+    };
+    let findings: Vec<Value> = all_findings(unknown, audits)
         .iter()
         .map(|(role, account, f)| finding_json(f, *role, *account))
         .collect();
@@ -334,6 +578,7 @@ fn json_value(
         "issuer": issuer,
         "serviceAccounts": service_accounts,
         "accounts": accounts,
+        "podIdentity": associations,
         "roles": audits,
         "findings": findings,
         "awsCalls": calls,
@@ -342,8 +587,8 @@ fn json_value(
 
 /// SARIF 2.1.0, as `lint --format sarif` writes it, each result at the role (or account) as a
 /// logical location: there is no file to point at.
-fn sarif_log(listings: &[AccountAudit], audits: &[RoleAudit]) -> Value {
-    let findings: Vec<(Option<&str>, Option<&str>, Finding)> = all_findings(listings, audits)
+fn sarif_log(unknown: &[Located<'_>], audits: &[RoleAudit]) -> Value {
+    let findings: Vec<Located<'_>> = all_findings(unknown, audits)
         .into_iter()
         .filter(|(_, _, f)| f.severity >= Severity::Warning)
         .collect();
@@ -357,7 +602,7 @@ fn sarif_log(listings: &[AccountAudit], audits: &[RoleAudit]) -> Value {
             let (name, kind) = match (role, account) {
                 (Some(role), _) => (*role, "resource"),
                 (None, Some(account)) => (*account, "namespace"),
-                (None, None) => ("", "resource"),
+                (None, None) => ("eks:PodIdentityAssociations", "resource"),
             };
             json!({
                 "ruleId": f.reason,

@@ -16,7 +16,7 @@ use irsa_core::{diagnose, Fact, Report};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 
-use super::args::{AwsArgs, CloudTrailArgs, IssuerArgs};
+use super::args::{AwsArgs, CloudTrailArgs, IssuerArgs, SelectorArgs};
 use super::output;
 use super::table::{self, Columns};
 use crate::client::KubeconfigSelection;
@@ -52,6 +52,7 @@ pub enum LegacyFormat {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The ServiceAccount to check; every IRSA ServiceAccount of the namespace when omitted.
+    #[arg(conflicts_with_all = ["selector", "field_selector"])]
     service_account: Option<String>,
     /// Namespace (default: the kube context's).
     #[arg(short = 'n', long)]
@@ -82,7 +83,9 @@ pub struct CheckArgs {
     cloudtrail: CloudTrailArgs,
     #[command(flatten)]
     aws: AwsArgs,
-    /// Output format: table, wide (adds MESSAGE and FIX), json or yaml.
+    #[command(flatten)]
+    select: SelectorArgs,
+    /// Output format: table, wide (adds PODS, WORKLOADS, MESSAGE and FIX), json or yaml.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
     /// Same as -o: `--format json` is `-o json`, `--format text` the table.
@@ -178,9 +181,9 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 listing_failed = associated.as_ref().err().cloned();
                 let associated = associated.unwrap_or_default();
                 let listed: Vec<irsa_core::ServiceAccount> = api
-                    .list_metadata(&ListParams::default())
+                    .list_metadata(&args.select.list_params())
                     .await
-                    .context("listing ServiceAccounts")?
+                    .with_context(|| format!("listing ServiceAccounts {}", args.select.describe()))?
                     .items
                     .iter()
                     .map(|m| gather::service_account(&m.metadata))
@@ -203,9 +206,11 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     .map(|sa| (sa.namespace.clone(), sa.name.clone(), Fact::Known(Some(sa))))
                     .collect();
                 // Associations whose ServiceAccount does not exist: their pods run as the node.
+                // A selector selects existing ServiceAccounts only.
                 accounts.extend(
                     associated
                         .into_iter()
+                        .filter(|_| !args.select.any())
                         .filter(|(ns, name)| !names.get(ns).is_some_and(|n| n.contains(name)))
                         .map(|(ns, name)| (ns, name, Fact::Known(None))),
                 );
@@ -221,6 +226,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         None => Lookup::Cluster,
     };
     let mut reports: Vec<Report> = Vec::with_capacity(accounts.len());
+    let mut usage: Vec<table::Usage> = Vec::with_capacity(accounts.len());
     for (ns, name, sa) in accounts {
         progress.set_message(format!("{ns}/{name}"));
         let mut facts = gather(&aws, &issuer, &ns, &name, sa, None).await;
@@ -248,6 +254,10 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             workloads::pods_of(&client, &admission, &ns, &name, &workloads::Skip::new()).await,
         );
         observe(args.observations(), &aws, &client, &nodes, &mut facts).await;
+        usage.push(match &facts.workloads {
+            Some(Fact::Known(pods)) => Some(table::usage(pods)),
+            _ => None,
+        });
         reports.push(diagnose(&facts));
         progress.inc(1);
     }
@@ -262,8 +272,8 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             }
             String::new()
         }
-        OutputFormat::Table => table::table(&reports, Columns::Default),
-        OutputFormat::Wide => table::table(&reports, Columns::Wide),
+        OutputFormat::Table => table::table(&reports, &usage, Columns::Default),
+        OutputFormat::Wide => table::table(&reports, &usage, Columns::Wide),
         OutputFormat::Json => {
             let v = output::value_with_calls(&reports, &output::aws_calls(&aws));
             serde_json::to_string_pretty(&v).expect("JSON values always serialise") + "\n"

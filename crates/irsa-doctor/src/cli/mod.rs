@@ -11,12 +11,14 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 pub mod args;
 pub mod audit;
 pub mod check;
+pub mod cluster_view;
 pub mod explain;
 pub mod inputs;
 pub mod lint;
 pub mod output;
 pub mod sarif;
 pub mod table;
+pub mod trust_map;
 
 /// Diagnoses IAM Roles for Service Accounts (IRSA) on Amazon EKS and says how to fix what is wrong.
 #[derive(Debug, Parser)]

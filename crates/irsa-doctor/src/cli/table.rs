@@ -1,6 +1,6 @@
 //! `check`'s kubectl-style table: one row per ServiceAccount, columns aligned as kubectl aligns
-//! them (an elastic tabwriter, three spaces between columns), `-o wide` adding the Ready message
-//! and the fix.
+//! them (an elastic tabwriter, three spaces between columns), `-o wide` adding the pods and
+//! workloads that run as each ServiceAccount, the Ready message and the fix.
 
 use std::io::Write;
 
@@ -19,19 +19,35 @@ pub const MESSAGE_WIDTH: usize = 100;
 pub enum Columns {
     /// NAMESPACE, SERVICEACCOUNT, ROLE, READY, REASON.
     Default,
-    /// The default columns, then MESSAGE (first line of Ready's message) and FIX.
+    /// The default columns, then PODS and WORKLOADS (live pods of the ServiceAccount and the
+    /// workloads they belong to; `?` when unknown), MESSAGE (first line of Ready's message) and
+    /// FIX.
     Wide,
 }
 
-/// The table, header included.
-pub fn table(reports: &[Report], columns: Columns) -> String {
+/// How many live pods run as a ServiceAccount, and of how many workloads; `None` when its
+/// pods could not be listed.
+pub type Usage = Option<(usize, usize)>;
+
+/// The pods and distinct workloads of `pods`.
+pub fn usage(pods: &irsa_core::pods::Pods) -> (usize, usize) {
+    let workloads: std::collections::BTreeSet<String> = pods
+        .listed()
+        .iter()
+        .map(|p| irsa_core::workloads::workload_of(p.owner.as_deref(), &p.labels, &p.name))
+        .collect();
+    (pods.len(), workloads.len())
+}
+
+/// The table, header included; `usage[i]` belongs to `reports[i]` (read for `-o wide`).
+pub fn table(reports: &[Report], usage: &[Usage], columns: Columns) -> String {
     let mut tw = TabWriter::new(Vec::new()).padding(3);
     let mut header = vec!["NAMESPACE", "SERVICEACCOUNT", "ROLE", "READY", "REASON"];
     if columns == Columns::Wide {
-        header.extend(["MESSAGE", "FIX"]);
+        header.extend(["PODS", "WORKLOADS", "MESSAGE", "FIX"]);
     }
     let _ = writeln!(tw, "{}", header.join("\t"));
-    for report in reports {
+    for (i, report) in reports.iter().enumerate() {
         let ready = report.ready();
         let (namespace, name) = report
             .service_account
@@ -45,6 +61,11 @@ pub fn table(reports: &[Report], columns: Columns) -> String {
             ready.reason.as_str().to_string(),
         ];
         if columns == Columns::Wide {
+            let (pods, workloads) = match usage.get(i).copied().flatten() {
+                Some((p, w)) => (p.to_string(), w.to_string()),
+                None => ("?".to_string(), "?".to_string()),
+            };
+            row.extend([pods, workloads]);
             row.push(cell(&first_line(&ready.message, MESSAGE_WIDTH)));
             // A passing check has nothing to fix; Unknown and False name what to do.
             let fix = match ready.status {

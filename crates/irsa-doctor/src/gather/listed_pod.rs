@@ -20,6 +20,19 @@ pub(super) struct PodPage {
     pub items: Vec<ListedPod>,
 }
 
+/// A live pod, where it belongs: what views mapping pods to ServiceAccounts and roles read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlacement {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The ServiceAccount it runs as.
+    pub service_account: String,
+    /// Its workload, e.g. `Deployment/web` ([`irsa_core::workloads::workload_of`]).
+    pub workload: String,
+}
+
 /// A listed pod: the metadata and spec fields the audit reads.
 #[derive(Deserialize, Serialize)]
 pub(super) struct ListedPod {
@@ -33,6 +46,8 @@ pub(super) struct ListedPod {
 struct Meta {
     #[serde(default)]
     name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    namespace: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     uid: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -179,6 +194,26 @@ impl ListedPod {
             .service_account_name
             .as_deref()
             .unwrap_or("default")
+    }
+
+    /// Where the pod belongs: its namespace, name, ServiceAccount and workload.
+    pub fn placement(&self) -> PodPlacement {
+        let owner = self
+            .metadata
+            .owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| format!("{}/{}", o.kind, o.name));
+        PodPlacement {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+            service_account: self.service_account().to_string(),
+            workload: irsa_core::workloads::workload_of(
+                owner.as_deref(),
+                &self.metadata.labels,
+                &self.metadata.name,
+            ),
+        }
     }
 
     /// The parts of the pod the audit reads, as admitted, through the reader `lint --workload`

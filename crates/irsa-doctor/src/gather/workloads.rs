@@ -15,6 +15,7 @@ use kube::core::Request;
 use kube::Resource;
 
 use super::admission::Admission;
+pub use super::listed_pod::PodPlacement;
 use super::listed_pod::{ListedPod, PodPage};
 
 /// Pods not audited, by uid: the probe pods running now (`check`, which runs none, skips none).
@@ -37,17 +38,17 @@ fn unavailable(what: String, e: impl std::fmt::Display) -> Unavailable {
     }
 }
 
-/// Lists the live pods of `namespace` selected by `fields`, page by page, handing each workload
-/// pod to `each`; `what` names the list in errors.
+/// Lists the live pods of `namespace` (every namespace: `None`) selected by `fields`, page by
+/// page, handing each workload pod to `each`; `what` names the list in errors.
 async fn list_pods(
     client: &kube::Client,
-    namespace: &str,
+    namespace: Option<&str>,
     fields: &str,
     skip: &Skip,
     what: impl Fn() -> String,
     mut each: impl FnMut(ListedPod),
 ) -> Result<(), Unavailable> {
-    let request = Request::new(Pod::url_path(&(), Some(namespace)));
+    let request = Request::new(Pod::url_path(&(), namespace));
     let mut params = ListParams::default().fields(fields).limit(PAGE);
     loop {
         let list = request.list(&params).map_err(|e| unavailable(what(), e))?;
@@ -78,7 +79,7 @@ pub async fn pods_of(
     let mut pods = Vec::new();
     let listed = list_pods(
         client,
-        namespace,
+        Some(namespace),
         &format!("spec.serviceAccountName={service_account},{LIVE}"),
         skip,
         || format!("listing pods of {namespace}/{service_account}"),
@@ -108,7 +109,7 @@ pub async fn pods_by_service_account<'a>(
     let mut grouped: HashMap<String, Pods> = HashMap::new();
     list_pods(
         client,
-        namespace,
+        Some(namespace),
         LIVE,
         skip,
         || format!("listing pods in {namespace}"),
@@ -124,6 +125,22 @@ pub async fn pods_by_service_account<'a>(
         admission.explain(namespace, pods.listed_mut()).await;
     }
     Ok(grouped)
+}
+
+/// Every live pod of the cluster, where it belongs, a page at a time (only the placement of
+/// each is kept).
+pub async fn placements(client: &kube::Client) -> Result<Vec<PodPlacement>, Unavailable> {
+    let mut found = Vec::new();
+    list_pods(
+        client,
+        None,
+        LIVE,
+        &Skip::new(),
+        || "listing the pods of every namespace".to_string(),
+        |pod| found.push(pod.placement()),
+    )
+    .await?;
+    Ok(found)
 }
 
 #[cfg(test)]
