@@ -176,6 +176,14 @@ deny-snapshot:
 bench: venv tools control-plane
 	$(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- $(BENCH_ARGS)
 
+# The wide scenario on the real control plane: 100,000 ServiceAccounts (10,000 annotated over
+# 1,000 roles, the rest unannotated) in 5,000 namespaces, 200,000 pods, 500 IrsaChecks, then the
+# operator restarted after adding unannotated ServiceAccounts, pods and annotated ones, for the
+# memory slopes; figures next to targets, under "serviceAccounts100000" in
+# target/bench/scale.json. Longer than 15 minutes, so not part of `make bench`.
+bench-wide: venv tools control-plane
+	$(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- --wide $(BENCH_ARGS)
+
 # AWS facts for 10,000 ServiceAccounts over 1,000 roles against moto, cold and warm.
 bench-aws: venv
 	$(TEST_ENV) $(CARGO) bench -p irsa-aws --bench resolve

@@ -360,11 +360,35 @@ impl ControlPlane {
         Ok(created.status.map(|s| s.token).unwrap_or_default())
     }
 
+    /// The resident memory of kube-apiserver and etcd, now and at their peak, in KiB.
+    pub fn memory_kib(&self) -> ServerMemory {
+        let apiserver = self
+            .apiserver
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(Process::memory_kib);
+        ServerMemory {
+            apiserver,
+            etcd: self.etcd.memory_kib(),
+        }
+    }
+
     /// Requests whose User-Agent starts with `agent`, counted by (API group, resource, verb),
     /// from the API server's audit log.
     pub fn requests_from(&self, agent: &str) -> anyhow::Result<audit::Requests> {
         audit::requests_from(&self.audit_log, agent)
     }
+}
+
+/// Resident memory (now, peak) in KiB of the control plane's servers; `None` for one that has
+/// exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerMemory {
+    /// kube-apiserver.
+    pub apiserver: Option<(u64, u64)>,
+    /// etcd.
+    pub etcd: Option<(u64, u64)>,
 }
 
 fn hex(bytes: &[u8]) -> String {
