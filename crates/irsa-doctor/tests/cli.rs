@@ -548,7 +548,7 @@ async fn kubectl_irsa_doctor_check_runs_as_a_kubectl_plugin() {
     assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
     let wide = rows(&stdout(&one));
     assert_eq!(wide.len(), 2, "{wide:?}");
-    assert_eq!(&wide[0][5..], ["MESSAGE", "FIX"]);
+    assert_eq!(&wide[0][5..], ["PODS", "WORKLOADS", "MESSAGE", "FIX"]);
     assert_eq!(
         wide[1].last().unwrap(),
         "<none>",

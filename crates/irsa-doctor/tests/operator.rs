@@ -486,6 +486,8 @@ async fn check_command_prints_findings_and_exits_one() {
             "ROLE",
             "READY",
             "REASON",
+            "PODS",
+            "WORKLOADS",
             "MESSAGE",
             "FIX"
         ]

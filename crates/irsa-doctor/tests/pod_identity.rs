@@ -102,6 +102,12 @@ async fn pod_identity_service_accounts_are_diagnosed_with_the_association_in_for
         reason_of(&pi, "OIDCProviderValid").0,
         "OIDCProviderNotNeeded"
     );
+    // Worded for the mechanism in force, not "IRSA".
+    let (_, ready) = reason_of(&pi, "Ready");
+    assert!(
+        ready.starts_with("EKS Pod Identity is set up correctly"),
+        "{ready}"
+    );
 
     // The annotation names another role than the association: it is dead, an error.
     let both = diagnosed(&checks, "both").await;

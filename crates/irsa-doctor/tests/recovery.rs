@@ -356,8 +356,11 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
         change_after_serving.as_secs_f64(),
         ready_again.as_secs_f64()
     );
+    // Alone it takes 0.1–0.5 s; with the other recovery tests' control planes sharing two cores
+    // it took 2.8 s once. Before the relist on 410 it took the outage's length again (21–24 s):
+    // 5 s still tells the two apart.
     assert!(
-        change_after_serving <= Duration::from_secs(2),
+        change_after_serving <= Duration::from_secs(5),
         "{change_after_serving:?}"
     );
     assert!(ready_again <= Duration::from_secs(10), "{ready_again:?}");
