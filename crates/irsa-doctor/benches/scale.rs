@@ -8,6 +8,11 @@
 //! figure is printed next to its target and the run exits non-zero when one is missed; the
 //! figures are also written to `target/bench/scale.json`.
 //!
+//! `--wide` (`make bench-wide`) runs the wide scenario instead: 100,000 ServiceAccounts in 5,000
+//! namespaces, 10,000 of them annotated, 200,000 pods, 500 IrsaChecks, the same faults; then the
+//! operator restarted on the same cluster after adding unannotated ServiceAccounts, pods and
+//! annotated ones, for the memory slope of each. Its record is `serviceAccounts100000`.
+//!
 //! `make bench` (= `cargo bench -p irsa-doctor --bench scale`) runs the full size; under
 //! `cargo test` (no `--bench` argument) it runs a small smoke size once, without targets.
 //! Options: `--aws-latency-ms N` (default 20), `--aws-rate N` (the operator's `--aws-rate`,
