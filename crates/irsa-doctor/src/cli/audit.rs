@@ -116,7 +116,8 @@ pub struct TrustArgs {
     output: AuditFormat,
 }
 
-fn parse_account(s: &str) -> Result<String, String> {
+/// A 12-digit account id, as `--account` takes it.
+pub(crate) fn parse_account(s: &str) -> Result<String, String> {
     if irsa_core::arn::is_account_id(s) {
         Ok(s.to_string())
     } else {

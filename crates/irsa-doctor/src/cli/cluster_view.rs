@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tabwriter::TabWriter;
 
 use super::args::{AwsArgs, IssuerArgs};
-use super::audit::{list_associations, AssociationListing};
+use super::audit::{list_associations, parse_account, AssociationListing};
 use super::output;
 use crate::client::KubeconfigSelection;
 use crate::gather::admission::Admission;
@@ -57,14 +57,6 @@ pub struct ClusterArgs {
     /// Output format: table or json.
     #[arg(short = 'o', long, value_enum, default_value_t = ClusterFormat::Table)]
     output: ClusterFormat,
-}
-
-fn parse_account(s: &str) -> Result<String, String> {
-    if irsa_core::arn::is_account_id(s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?} is not a 12-digit AWS account id"))
-    }
 }
 
 /// Whether a mechanism is set up, from the parts read.
