@@ -1148,6 +1148,20 @@ struct Table {
 }
 
 impl Table {
+    /// The annotation change's Event: within 2 s, while the cold sweep still runs.
+    fn event_row(&mut self, f: &Figures, full: bool) {
+        let figure = "annotation change → Event, during the cold sweep";
+        match f.event_latency_ms {
+            Some(ms) => self.row(
+                figure,
+                format!("{ms} ms"),
+                "≤ 2000 ms",
+                full.then_some(ms <= 2000 && !f.sweep_finished_before_the_event),
+            ),
+            None => self.row(figure, "none in 60 s".into(), "≤ 2000 ms", Some(false)),
+        }
+    }
+
     fn row(&mut self, figure: &str, value: String, target: &str, ok: Option<bool>) {
         let mark = match ok {
             Some(true) => "ok",
@@ -1329,20 +1343,7 @@ async fn report_wide(setup: Setup, full: bool) {
             None,
         );
     }
-    match a.event_latency_ms {
-        Some(ms) => t.row(
-            "annotation change → Event, during the cold sweep",
-            format!("{ms} ms"),
-            "≤ 2000 ms",
-            full.then_some(ms <= 2000 && !a.sweep_finished_before_the_event),
-        ),
-        None => t.row(
-            "annotation change → Event, during the cold sweep",
-            "none in 60 s".into(),
-            "≤ 2000 ms",
-            Some(false),
-        ),
-    }
+    t.event_row(a, full);
     t.row(
         "seeded faults found",
         format!("{} / {}", a.faults_found.len(), FAULTS.len()),
@@ -1577,20 +1578,7 @@ async fn main() {
         &format!("≤ {} (namespaces)", base.namespaces + 1),
         full.then_some(warm_lists <= (base.namespaces + 1) as u64),
     );
-    match one.event_latency_ms {
-        Some(ms) => t.row(
-            "annotation change → Event, during the cold sweep",
-            format!("{ms} ms"),
-            "≤ 2000 ms",
-            full.then_some(ms <= 2000 && !one.sweep_finished_before_the_event),
-        ),
-        None => t.row(
-            "annotation change → Event, during the cold sweep",
-            "none in 60 s".into(),
-            "≤ 2000 ms",
-            Some(false),
-        ),
-    }
+    t.event_row(&one, full);
     t.row(
         "seeded faults found: irsa-doctor",
         format!("{} / {}", one.faults_found.len(), FAULTS.len()),
