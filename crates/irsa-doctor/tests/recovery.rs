@@ -389,8 +389,10 @@ async fn an_api_server_outage_is_told_by_readiness_and_recovered_from_at_once() 
         change_seen.as_secs_f64(),
         change_after_serving.as_secs_f64()
     );
+    // 0.1–0.5 s alone, 3.9 s once under the suite's load; kube's own backoff after a failed
+    // watch (up to 30 s in the controller) is what this bound keeps out.
     assert!(
-        change_after_serving <= Duration::from_secs(2),
+        change_after_serving <= Duration::from_secs(5),
         "{change_after_serving:?}"
     );
 }
