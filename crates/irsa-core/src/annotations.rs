@@ -27,7 +27,7 @@ pub struct ServiceAccount {
     pub namespace: String,
     /// Its name.
     pub name: String,
-    /// All its annotations.
+    /// Its annotations: all of them, or (in the operator's cache) those [`is_read`] keeps.
     pub annotations: BTreeMap<String, String>,
     /// When it was created (seconds since the epoch), when known.
     pub created: Option<i64>,
@@ -55,9 +55,7 @@ impl ServiceAccount {
 
     /// Whether the SA shows any intent to use IRSA: the key, a near-miss, or another webhook annotation.
     pub fn wants_irsa(&self) -> bool {
-        self.annotations.keys().any(|k| {
-            k == ROLE_ARN || is_near_miss(k) || k.trim().to_ascii_lowercase().starts_with(PREFIX)
-        })
+        self.annotations.keys().any(|k| is_read(k))
     }
 
     /// The audience the webhook puts in tokens for this SA.
@@ -76,6 +74,13 @@ impl ServiceAccount {
             _ => Some(value),
         }
     }
+}
+
+/// Whether the diagnosis reads annotation `key`: the role-arn key, a near miss of it, or another
+/// key under the webhook's prefix. A ServiceAccount with none of them does not ask for IRSA, and
+/// its other annotations never change a verdict.
+pub fn is_read(key: &str) -> bool {
+    key == ROLE_ARN || is_near_miss(key) || key.trim().to_ascii_lowercase().starts_with(PREFIX)
 }
 
 /// Go's `strconv.ParseBool`, which the webhook parses boolean annotations with.

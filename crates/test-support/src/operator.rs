@@ -264,6 +264,11 @@ pub const OPERATOR_RBAC: &[(&str, &str, &str)] = &[
         "mutatingwebhookconfigurations",
         "list",
     ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "watch",
+    ),
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "patch"),

@@ -1,4 +1,5 @@
-//! ServiceAccount changes, as the metadata watch reports them: an annotation change re-runs
+//! ServiceAccount changes, as the metadata watch reports them: a change to the annotations the
+//! diagnosis reads (as the cache tells, [`super::service_accounts::Cache::apply`]) re-runs
 //! the IrsaChecks that name the ServiceAccount, or its own diagnosis when none does; a
 //! deletion forgets its verdict. Runs beside the sweep, with its own concurrency bound.
 
@@ -13,21 +14,19 @@ use tokio::task::JoinSet;
 
 use super::context::Context;
 use super::diagnosis::diagnose_service_account;
-use super::index::AnnotationFilter;
 use super::recovery::Subject;
-use super::service_accounts::SaMeta;
+use super::service_accounts::SaEvent;
 use crate::api::dynamic_resource as resource;
 use crate::gather;
 
 /// Handles the watch's events until the stream ends.
 pub async fn run(
     ctx: Arc<Context>,
-    events: impl Stream<Item = Result<watcher::Event<SaMeta>, watcher::Error>>,
+    events: impl Stream<Item = Result<SaEvent, watcher::Error>>,
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
     concurrency: usize,
 ) {
     let mut events = std::pin::pin!(events);
-    let mut filter = AnnotationFilter::default();
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let ar = resource();
     // Diagnoses in flight; dropped (and so aborted) with this task.
@@ -41,16 +40,10 @@ pub async fn run(
                 continue;
             }
         };
+        let SaEvent { event, changed } = event;
         match event {
-            watcher::Event::Init | watcher::Event::InitDone => {}
-            // The initial list is diagnosed by the sweep; only remember what it looked like.
-            watcher::Event::InitApply(sa) => {
-                let key = (
-                    sa.metadata.namespace.clone().unwrap_or_default(),
-                    sa.metadata.name.clone().unwrap_or_default(),
-                );
-                filter.changed(key, sa.metadata.annotations.as_ref());
-            }
+            // The initial list is diagnosed by the sweep.
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
             watcher::Event::Delete(sa) => {
                 let key = (
                     sa.metadata.namespace.clone().unwrap_or_default(),
@@ -59,12 +52,10 @@ pub async fn run(
                 ctx.verdicts().forget(&key.0, &key.1);
                 ctx.recovery()
                     .forget(&Subject::ServiceAccount(key.0.clone(), key.1.clone()));
-                filter.forget(&key);
             }
             watcher::Event::Apply(meta) => {
                 let sa = gather::service_account(&meta.metadata);
-                let key = (sa.namespace.clone(), sa.name.clone());
-                if !filter.changed(key, meta.metadata.annotations.as_ref()) {
+                if !changed {
                     continue;
                 }
                 let checks = ctx.checks().naming(&sa.namespace, &sa.name);

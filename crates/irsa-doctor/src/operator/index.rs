@@ -1,9 +1,6 @@
-//! Pure indexes fed by the watches: which IrsaChecks name a ServiceAccount, and whether a
-//! ServiceAccount's annotations (all the diagnosis reads of it) changed.
+//! A pure index fed by the IrsaCheck watch: which IrsaChecks name a ServiceAccount.
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use kube::core::DynamicObject;
@@ -124,38 +121,6 @@ impl CheckIndex {
     }
 }
 
-/// Passes a ServiceAccount change on only when its annotations changed: a label or a
-/// resourceVersion bump must not re-run diagnoses (or probe pods).
-///
-/// It holds one entry per ServiceAccount in the cluster, so both sides are 64-bit digests
-/// (16 bytes an entry, not ~130 with the names). The key digest is keyed at random per process:
-/// two ServiceAccounts sharing one (odds ~n²/2⁶⁵) cost at most a needless re-diagnosis, or
-/// miss a change that lands on exactly the other's annotations.
-#[derive(Debug, Default)]
-pub struct AnnotationFilter {
-    keys: RandomState,
-    seen: HashMap<u64, u64>,
-}
-
-fn digest(annotations: Option<&BTreeMap<String, String>>) -> u64 {
-    let mut h = DefaultHasher::new();
-    annotations.hash(&mut h);
-    h.finish()
-}
-
-impl AnnotationFilter {
-    /// Records the annotations of `key`; `true` when they differ from the last seen (or are new).
-    pub fn changed(&mut self, key: Key, annotations: Option<&BTreeMap<String, String>>) -> bool {
-        let d = digest(annotations);
-        self.seen.insert(self.keys.hash_one(&key), d) != Some(d)
-    }
-
-    /// Forgets a deleted ServiceAccount.
-    pub fn forget(&mut self, key: &Key) {
-        self.seen.remove(&self.keys.hash_one(key));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,21 +167,5 @@ mod tests {
         index.observe(&watcher::Event::InitDone);
         assert_eq!(index.naming("a", "api"), ["c3"]);
         assert!(!index.is_named("a", "worker"));
-    }
-
-    #[test]
-    fn only_annotation_changes_pass() {
-        let mut f = AnnotationFilter::default();
-        let k = ("a".to_string(), "api".to_string());
-        let v1 = BTreeMap::from([("eks.amazonaws.com/role-arn".to_string(), "r1".to_string())]);
-        let v2 = BTreeMap::from([("eks.amazonaws.com/role-arn".to_string(), "r2".to_string())]);
-        assert!(f.changed(k.clone(), Some(&v1)), "first sight");
-        assert!(
-            !f.changed(k.clone(), Some(&v1)),
-            "same annotations (e.g. a label changed)"
-        );
-        assert!(f.changed(k.clone(), Some(&v2)));
-        f.forget(&k);
-        assert!(f.changed(k, Some(&v2)));
     }
 }

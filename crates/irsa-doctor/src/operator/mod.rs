@@ -47,6 +47,7 @@ pub use policy_report::PolicyReportsMode;
 pub use probe_slots::ProbeSlots;
 pub use watch_namespace::WatchNamespace;
 
+use crate::gather::admission::Admission;
 use crate::gather::issuer;
 use context::Context;
 use events::Publisher;
@@ -62,6 +63,8 @@ pub const FIELD_MANAGER: &str = "irsa-doctor";
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
 /// How often an unknown issuer is looked for again.
 const ISSUER_RETRY: Duration = Duration::from_secs(15);
+/// How long a namespace's labels (what a webhook's namespaceSelector matches) are reused.
+const NAMESPACE_LABELS_TTL: Duration = Duration::from_secs(60);
 
 /// How the operator ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +168,15 @@ pub async fn run(args: Config) -> Result<Stopped, Error> {
             metrics,
             service_accounts,
             watched.checks.clone(),
-            Prober::new(client.clone(), args.probe.clone()),
+            Prober::new(
+                client.clone(),
+                args.probe.clone(),
+                Arc::new(Admission::watched(
+                    client.clone(),
+                    watched.webhooks.clone(),
+                    NAMESPACE_LABELS_TTL,
+                )),
+            ),
         )
         .with_tenancy(args.tenancy.clone())
         .with_cluster_name(args.cluster_name.clone())

@@ -1,15 +1,19 @@
 //! ServiceAccounts as the operator sees them: metadata only, stripped to what the diagnosis
 //! reads, cached by one watch per watched namespace.
 
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use irsa_core::{Fact, Reason, ServiceAccount, Unavailable};
+use compact_str::CompactString;
+use irsa_core::{annotations, Fact, Reason, ServiceAccount, Unavailable};
 use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount as KubeServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
+use uuid::Uuid;
 
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
@@ -18,13 +22,21 @@ use crate::gather;
 /// A cached ServiceAccount: its metadata, stripped by [`strip`].
 pub type SaMeta = PartialObjectMeta<KubeServiceAccount>;
 
+/// One event of the ServiceAccount watch, once applied to the cache.
+pub struct SaEvent {
+    /// The watch's event.
+    pub event: watcher::Event<SaMeta>,
+    /// Whether it created a ServiceAccount or changed its annotations ([`Cache::apply`]).
+    pub changed: bool,
+}
+
 /// How long a read waits for the caches' initial lists before answering Unavailable.
 const SYNC_WAIT: Duration = Duration::from_secs(30);
 
 /// Drops what the diagnosis never reads (labels, owner references, field-manager history, …)
-/// before an object enters the cache, so memory grows with annotations. Of the managed fields,
-/// only when the role-arn annotation was last set is kept: it tells a pod created before the
-/// annotation from one the webhook failed to mutate.
+/// before an object enters the cache. Of the managed fields, only when the role-arn annotation
+/// was last set is kept: it tells a pod created before the annotation from one the webhook
+/// failed to mutate.
 pub fn strip(sa: &mut SaMeta) {
     let m = &mut sa.metadata;
     m.managed_fields = role_arn_entry(m.managed_fields.take());
@@ -64,42 +76,27 @@ fn role_arn_entry(entries: Option<Vec<ManagedFieldsEntry>>) -> Option<Vec<Manage
     }])
 }
 
-/// One cached ServiceAccount, reduced to what the diagnosis and its Events read. A cache of
-/// whole (even stripped) metadata held most of the ~3 KiB each ServiceAccount cost:
-/// `ObjectMeta`'s many fields, the reflector's key repeating name, namespace, uid and
-/// resourceVersion, and the reduced managed-fields entry as nested JSON maps. This holds the
-/// same facts in ~0.2 KiB (heaptrack at 10,000 ServiceAccounts: 1.9 MB).
+/// A cached ServiceAccount with an annotation the diagnosis reads (or anything [`Plain`] cannot
+/// hold), reduced to what the diagnosis and its Events read. A cache of whole (even stripped)
+/// metadata held most of the ~3 KiB each ServiceAccount cost: `ObjectMeta`'s many fields, the
+/// reflector's key repeating name, namespace, uid and resourceVersion, and the reduced
+/// managed-fields entry as nested JSON maps. This holds the same facts in ~0.2 KiB (heaptrack
+/// at 10,000 ServiceAccounts: 1.9 MB).
 #[derive(Debug)]
 struct Entry {
     uid: Option<Box<str>>,
-    /// Sorted by key, as the metadata's map was.
+    /// The annotations the diagnosis reads, sorted by key as the metadata's map was.
     annotations: Box<[(Box<str>, Box<str>)]>,
     created: Option<i64>,
     role_arn_set: Option<i64>,
     /// [`ServiceAccount::wants_irsa`], decided once.
     wants_irsa: bool,
     deleting: bool,
+    /// [`digest`] of every annotation.
+    digest: u32,
 }
 
 impl Entry {
-    fn of(meta: &ObjectMeta) -> Entry {
-        // The same reader as everywhere else, so the times read alike.
-        let sa = gather::service_account(meta);
-        let wants_irsa = sa.wants_irsa();
-        Entry {
-            uid: meta.uid.as_deref().map(Box::from),
-            annotations: sa
-                .annotations
-                .into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-                .collect(),
-            created: sa.created,
-            role_arn_set: sa.role_arn_set,
-            wants_irsa,
-            deleting: meta.deletion_timestamp.is_some(),
-        }
-    }
-
     fn service_account(&self, namespace: &str, name: &str) -> ServiceAccount {
         ServiceAccount {
             namespace: namespace.to_string(),
@@ -115,14 +112,268 @@ impl Entry {
     }
 }
 
-type Namespaces = HashMap<Box<str>, HashMap<Box<str>, Entry>>;
+/// A ServiceAccount without an annotation the diagnosis reads, which is most of a cluster's
+/// (every namespace's `default` among them): its name (inline up to 24 bytes), uid, creation
+/// time and annotations' digest in 48 bytes, where an [`Entry`] under its key costs ~150.
+#[derive(Debug)]
+struct Plain {
+    name: CompactString,
+    uid: Uuid,
+    /// Seconds since the epoch (until 2106; an [`Entry`] holds any other).
+    created: u32,
+    /// [`digest`] of every annotation.
+    digest: u32,
+}
+
+/// A digest of every annotation. Any change to them diagnoses the ServiceAccount again (touching
+/// an annotation is how a user asks for a new verdict now), and a label change does not; 32 bits
+/// keep [`Plain`] small, and a change whose digest collides (odds 2⁻³²) waits for the sweep.
+fn digest(annotations: Option<&BTreeMap<String, String>>) -> u32 {
+    let mut hasher = DefaultHasher::new();
+    annotations.hash(&mut hasher);
+    hasher.finish() as u32
+}
+
+/// The uid as a [`Uuid`] when it reads back exactly as written (as the API server writes them).
+fn canonical_uuid(uid: &str) -> Option<Uuid> {
+    let parsed = Uuid::try_parse(uid).ok()?;
+    let mut buf = Uuid::encode_buffer();
+    (parsed.hyphenated().encode_lower(&mut buf) == uid).then_some(parsed)
+}
+
+/// How one ServiceAccount is kept.
+enum Stored {
+    Full(Entry),
+    Plain(Plain),
+}
+
+impl Stored {
+    fn of(meta: &ObjectMeta) -> Stored {
+        // The same reader as everywhere else, so the times read alike.
+        let mut sa = gather::service_account(meta);
+        let digest = digest(meta.annotations.as_ref());
+        // Only these are ever read; the digest stands for the others.
+        sa.annotations.retain(|k, _| annotations::is_read(k));
+        let wants_irsa = sa.wants_irsa();
+        let deleting = meta.deletion_timestamp.is_some();
+        let plain = (sa.annotations.is_empty() && !deleting && sa.role_arn_set.is_none())
+            .then(|| {
+                let uid = canonical_uuid(meta.uid.as_deref()?)?;
+                let created = u32::try_from(sa.created?).ok()?;
+                Some((uid, created))
+            })
+            .flatten();
+        if let Some((uid, created)) = plain {
+            return Stored::Plain(Plain {
+                name: CompactString::from(sa.name.as_str()),
+                uid,
+                created,
+                digest,
+            });
+        }
+        Stored::Full(Entry {
+            uid: meta.uid.as_deref().map(Box::from),
+            annotations: sa
+                .annotations
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+            created: sa.created,
+            role_arn_set: sa.role_arn_set,
+            wants_irsa,
+            deleting,
+            digest,
+        })
+    }
+
+    fn digest(&self) -> u32 {
+        match self {
+            Stored::Full(e) => e.digest,
+            Stored::Plain(p) => p.digest,
+        }
+    }
+}
+
+/// A cached ServiceAccount, however it is kept.
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    Full(&'a Entry),
+    Plain(&'a Plain),
+}
+
+impl Found<'_> {
+    fn service_account(self, namespace: &str, name: &str) -> ServiceAccount {
+        match self {
+            Found::Full(e) => e.service_account(namespace, name),
+            Found::Plain(p) => ServiceAccount {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                annotations: Default::default(),
+                created: Some(i64::from(p.created)),
+                role_arn_set: None,
+            },
+        }
+    }
+
+    fn uid(self) -> Option<String> {
+        match self {
+            Found::Full(e) => e.uid.as_deref().map(String::from),
+            Found::Plain(p) => Some(p.uid.hyphenated().to_string()),
+        }
+    }
+
+    fn deleting(self) -> bool {
+        matches!(self, Found::Full(e) if e.deleting)
+    }
+
+    fn digest(self) -> u32 {
+        match self {
+            Found::Full(e) => e.digest,
+            Found::Plain(p) => p.digest,
+        }
+    }
+}
+
+/// One namespace's ServiceAccounts.
+#[derive(Debug, Default)]
+struct Accounts {
+    full: HashMap<Box<str>, Entry>,
+    /// Sorted by name, except in a list being filled (sorted when it completes).
+    plain: Vec<Plain>,
+}
+
+impl Accounts {
+    fn plain_index(&self, name: &str) -> Result<usize, usize> {
+        self.plain.binary_search_by(|p| p.name.as_str().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<Found<'_>> {
+        match self.full.get(name) {
+            Some(e) => Some(Found::Full(e)),
+            None => self
+                .plain_index(name)
+                .ok()
+                .map(|i| Found::Plain(&self.plain[i])),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if self.full.remove(name).is_none() {
+            if let Ok(i) = self.plain_index(name) {
+                self.plain.remove(i);
+            }
+        }
+    }
+
+    /// Keeps `stored` as `name`, replacing what was there; `true` when it is new or its
+    /// annotations changed.
+    fn put(&mut self, name: &str, stored: Stored) -> bool {
+        let changed = self
+            .get(name)
+            .is_none_or(|old| old.digest() != stored.digest());
+        self.remove(name);
+        match stored {
+            Stored::Full(e) => {
+                self.full.insert(name.into(), e);
+            }
+            Stored::Plain(p) => {
+                let at = self.plain_index(name).unwrap_or_else(|at| at);
+                self.plain.insert(at, p);
+            }
+        }
+        changed
+    }
+
+    /// Drops duplicate names from a sorted list and trims what the maps kept spare.
+    fn finish_list(&mut self) {
+        self.plain.dedup_by(|a, b| a.name == b.name);
+        self.plain.shrink_to_fit();
+        self.full.shrink_to_fit();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.plain.is_empty()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.full
+            .keys()
+            .map(|n| &**n)
+            .chain(self.plain.iter().map(|p| p.name.as_str()))
+    }
+}
+
+type Namespaces = HashMap<Box<str>, Accounts>;
+
+/// A list being received. The plain majority is gathered in one buffer and laid out per
+/// namespace, each in one exactly-sized allocation, only once the list is complete: growing a
+/// small vector per namespace while list pages came and went left the long-lived vectors strewn
+/// among freed pages, and the C allocator kept that memory (a list of 142,500 ServiceAccounts
+/// held ~220 bytes each, where the entries take 48).
+#[derive(Debug, Default)]
+struct Relist {
+    /// The full entries, and the namespaces seen.
+    listed: Namespaces,
+    /// Every plain ServiceAccount, in the order listed.
+    plain: Vec<(CompactString, Plain)>,
+}
+
+impl Relist {
+    fn push(&mut self, namespace: &str, name: &str, stored: Stored) {
+        match stored {
+            Stored::Full(e) => {
+                self.accounts(namespace).full.insert(name.into(), e);
+            }
+            Stored::Plain(p) => {
+                self.accounts(namespace);
+                self.plain.push((namespace.into(), p));
+            }
+        }
+    }
+
+    fn accounts(&mut self, namespace: &str) -> &mut Accounts {
+        if !self.listed.contains_key(namespace) {
+            self.listed.insert(namespace.into(), Accounts::default());
+        }
+        self.listed.get_mut(namespace).expect("inserted above")
+    }
+
+    /// Every namespace's ServiceAccounts, each namespace's plain ones sorted in storage of their
+    /// own size.
+    fn finish(self) -> Namespaces {
+        let Relist {
+            mut listed,
+            mut plain,
+        } = self;
+        // Stable: a name listed twice keeps its first entry, as the dedup below does.
+        plain.sort_by(|(a, p), (b, q)| (a, &p.name).cmp(&(b, &q.name)));
+        let lengths: Vec<usize> = plain
+            .chunk_by(|(a, _), (b, _)| a == b)
+            .map(<[_]>::len)
+            .collect();
+        let mut plain = plain.into_iter();
+        for length in lengths {
+            let mut run = Vec::with_capacity(length);
+            let mut namespace = CompactString::default();
+            for (n, p) in plain.by_ref().take(length) {
+                namespace = n;
+                run.push(p);
+            }
+            if let Some(accounts) = listed.get_mut(namespace.as_str()) {
+                accounts.plain = run;
+            }
+        }
+        listed.values_mut().for_each(Accounts::finish_list);
+        listed
+    }
+}
 
 /// The ServiceAccounts of one watched scope by namespace and name, fed by its watch's events.
 /// A re-list builds a new map and replaces the old one when it completes, as kube's reflector
 /// does, so readers never see a partial list.
 #[derive(Debug, Default)]
 pub struct Cache {
-    inner: RwLock<(Namespaces, Option<Namespaces>)>,
+    inner: RwLock<(Namespaces, Option<Relist>)>,
 }
 
 fn names(meta: &ObjectMeta) -> (&str, &str) {
@@ -132,35 +383,37 @@ fn names(meta: &ObjectMeta) -> (&str, &str) {
     )
 }
 
-fn insert(map: &mut Namespaces, meta: &ObjectMeta) {
-    let (namespace, name) = names(meta);
-    map.entry(namespace.into())
-        .or_default()
-        .insert(name.into(), Entry::of(meta));
-}
-
 impl Cache {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Namespaces, Option<Namespaces>)> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Namespaces, Option<Relist>)> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one event of the ServiceAccount watch (objects already [`strip`]ped).
-    pub fn apply(&self, event: &watcher::Event<SaMeta>) {
+    /// Applies one event of the ServiceAccount watch (objects already [`strip`]ped). `true`
+    /// for an `Apply` that created a ServiceAccount or changed its annotations: the change
+    /// handler diagnoses again on that alone (not on a label or resourceVersion change).
+    pub fn apply(&self, event: &watcher::Event<SaMeta>) -> bool {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let (live, relist) = &mut *guard;
         match event {
-            watcher::Event::Init => *relist = Some(Namespaces::new()),
+            watcher::Event::Init => *relist = Some(Relist::default()),
             watcher::Event::InitApply(sa) => {
                 if let Some(relist) = relist.as_mut() {
-                    insert(relist, &sa.metadata);
+                    let (namespace, name) = names(&sa.metadata);
+                    relist.push(namespace, name, Stored::of(&sa.metadata));
                 }
             }
             watcher::Event::InitDone => {
                 if let Some(listed) = relist.take() {
-                    *live = listed;
+                    *live = listed.finish();
                 }
             }
-            watcher::Event::Apply(sa) => insert(live, &sa.metadata),
+            watcher::Event::Apply(sa) => {
+                let (namespace, name) = names(&sa.metadata);
+                return live
+                    .entry(namespace.into())
+                    .or_default()
+                    .put(name, Stored::of(&sa.metadata));
+            }
             watcher::Event::Delete(sa) => {
                 let (namespace, name) = names(&sa.metadata);
                 if let Some(accounts) = live.get_mut(namespace) {
@@ -171,9 +424,10 @@ impl Cache {
                 }
             }
         }
+        false
     }
 
-    fn with<T>(&self, namespace: &str, name: &str, f: impl FnOnce(&Entry) -> T) -> Option<T> {
+    fn with<T>(&self, namespace: &str, name: &str, f: impl FnOnce(Found<'_>) -> T) -> Option<T> {
         self.read().0.get(namespace)?.get(name).map(f)
     }
 }
@@ -209,14 +463,16 @@ impl ServiceAccounts {
                 detail: "the ServiceAccount cache has not finished its initial list".into(),
             });
         }
-        Fact::Known(cache.with(namespace, name, |e| e.service_account(namespace, name)))
+        Fact::Known(cache.with(namespace, name, |found| {
+            found.service_account(namespace, name)
+        }))
     }
 
     /// A reference to a cached ServiceAccount, uid included, for Events.
     pub fn reference(&self, namespace: &str, name: &str) -> Option<ObjectReference> {
         let uid = self
             .cache(namespace)?
-            .with(namespace, name, |e| e.uid.as_deref().map(String::from))?;
+            .with(namespace, name, |found| found.uid())?;
         Some(ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("ServiceAccount".into()),
@@ -231,8 +487,8 @@ impl ServiceAccounts {
     /// (absent, being deleted, or in a namespace that is not watched).
     pub fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccount> {
         self.cache(namespace)?
-            .with(namespace, name, |e| {
-                (!e.deleting).then(|| e.service_account(namespace, name))
+            .with(namespace, name, |found| {
+                (!found.deleting()).then(|| found.service_account(namespace, name))
             })
             .flatten()
     }
@@ -244,7 +500,7 @@ impl ServiceAccounts {
                 c.read()
                     .0
                     .get(namespace)
-                    .map(|accounts| accounts.keys().map(|n| n.to_string()).collect())
+                    .map(|accounts| accounts.names().map(String::from).collect())
             })
             .unwrap_or_default()
     }
@@ -261,8 +517,10 @@ impl ServiceAccounts {
         let mut wanting = Vec::new();
         for (_, cache) in &self.scopes {
             for (namespace, accounts) in &cache.read().0 {
+                // A ServiceAccount kept plain does not ask for IRSA.
                 wanting.extend(
                     accounts
+                        .full
                         .iter()
                         .filter(|(_, e)| !e.deleting && e.wants_irsa)
                         .map(|(name, _)| (namespace.to_string(), name.to_string())),
@@ -384,6 +642,151 @@ mod tests {
         assert!(accounts.cached("payments", "plain").is_none());
         assert!(accounts.cached("payments", "api").is_some());
         assert_eq!(accounts.get("elsewhere", "api").await, Fact::Known(None));
+    }
+
+    fn with_uid(mut sa: SaMeta, uid: &str) -> SaMeta {
+        sa.metadata.uid = Some(uid.into());
+        sa.metadata.creation_timestamp = Some(time("2026-02-01T00:00:00Z"));
+        sa
+    }
+
+    #[tokio::test]
+    async fn plain_service_accounts_are_kept_small_and_changes_are_told() {
+        assert_eq!(std::mem::size_of::<Plain>(), 48, "the unannotated majority");
+        let cache = Arc::new(Cache::default());
+        let accounts = ServiceAccounts::new(vec![(WatchNamespace::All, cache.clone())], {
+            let synced = Synced::new(1);
+            synced.tracker()(&watcher::Event::<SaMeta>::InitDone);
+            synced
+        });
+        let uid = "0b5e3a36-5c4e-4f0e-9d1a-2f6c9f1e7a10";
+        let plain = |name: &str, annotations: &[(&str, &str)]| {
+            let mut sa = with_uid(sa(name, annotations, "2026-03-01T00:00:00Z"), uid);
+            sa.metadata.managed_fields = None;
+            sa
+        };
+        cache.apply(&watcher::Event::Init);
+        for name in ["zeta", "default", "build-bot"] {
+            cache.apply(&watcher::Event::InitApply(plain(name, &[])));
+        }
+        cache.apply(&watcher::Event::InitDone);
+        {
+            let listed = cache.read();
+            let kept = &listed.0["payments"];
+            assert!(kept.full.is_empty(), "{:?}", kept.full);
+            let names: Vec<&str> = kept.plain.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["build-bot", "default", "zeta"],
+                "sorted once listed"
+            );
+        }
+
+        let default = accounts.cached("payments", "default").expect("cached");
+        assert_eq!(
+            (
+                default.created,
+                default.annotations.len(),
+                default.wants_irsa()
+            ),
+            (Some(time("2026-02-01T00:00:00Z").0.as_second()), 0, false)
+        );
+        assert_eq!(
+            accounts
+                .reference("payments", "default")
+                .and_then(|r| r.uid),
+            Some(uid.into()),
+            "the uid reads back as the API server wrote it"
+        );
+
+        let role = [(
+            irsa_core::annotations::ROLE_ARN,
+            "arn:aws:iam::111122223333:role/api",
+        )];
+        assert!(
+            cache.apply(&watcher::Event::Apply(plain("default", &[("touch", "1")]))),
+            "touching any annotation asks for a new verdict"
+        );
+        assert!(
+            cache.read().0["payments"].full.is_empty(),
+            "still kept plain: the diagnosis reads no such annotation"
+        );
+        let mut labelled = plain("default", &[("touch", "1")]);
+        labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        assert!(
+            !cache.apply(&watcher::Event::Apply(labelled)),
+            "a label change is no reason to diagnose again"
+        );
+        assert!(
+            cache.apply(&watcher::Event::Apply(plain("default", &role))),
+            "annotated"
+        );
+        assert_eq!(
+            accounts.wanting_irsa(),
+            [("payments".to_string(), "default".to_string())]
+        );
+        assert!(!cache.apply(&watcher::Event::Apply(plain("default", &role))));
+        assert!(
+            cache.apply(&watcher::Event::Apply(plain("default", &[]))),
+            "the annotation removed"
+        );
+        assert!(accounts.wanting_irsa().is_empty());
+        assert!(
+            cache.apply(&watcher::Event::Apply(plain("new", &[]))),
+            "created"
+        );
+        let mut names = accounts.names_in("payments");
+        names.sort();
+        assert_eq!(names, ["build-bot", "default", "new", "zeta"]);
+        assert!(cache.read().0["payments"].full.is_empty());
+
+        // An uid that would not read back as written is kept as it is.
+        cache.apply(&watcher::Event::Apply(with_uid(
+            sa("odd", &[], "2026-03-01T00:00:00Z"),
+            "0B5E3A36-5C4E-4F0E-9D1A-2F6C9F1E7A10",
+        )));
+        assert_eq!(
+            accounts.reference("payments", "odd").and_then(|r| r.uid),
+            Some("0B5E3A36-5C4E-4F0E-9D1A-2F6C9F1E7A10".into())
+        );
+        cache.apply(&watcher::Event::Delete(plain("zeta", &[])));
+        assert_eq!(accounts.get("payments", "zeta").await, Fact::Known(None));
+    }
+
+    #[test]
+    fn a_list_is_laid_out_per_namespace_once_complete() {
+        let cache = Cache::default();
+        let listed = |namespace: &str, name: &str| {
+            let mut sa = with_uid(
+                sa(name, &[], "2026-03-01T00:00:00Z"),
+                "0b5e3a36-5c4e-4f0e-9d1a-2f6c9f1e7a10",
+            );
+            sa.metadata.namespace = Some(namespace.into());
+            sa.metadata.managed_fields = None;
+            watcher::Event::InitApply(sa)
+        };
+        cache.apply(&watcher::Event::Init);
+        for i in [3, 0, 4, 1] {
+            cache.apply(&listed("payments", &format!("sa-{i}")));
+        }
+        cache.apply(&listed("shipping", "default"));
+        // Out of order, and a name listed twice.
+        cache.apply(&listed("payments", "sa-2"));
+        cache.apply(&listed("payments", "sa-0"));
+        assert!(
+            cache.read().1.as_ref().expect("listing").listed["payments"]
+                .plain
+                .is_empty(),
+            "gathered, not yet laid out"
+        );
+        cache.apply(&watcher::Event::InitDone);
+        let guard = cache.read();
+        let payments = &guard.0["payments"].plain;
+        let names: Vec<&str> = payments.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sa-0", "sa-1", "sa-2", "sa-3", "sa-4"]);
+        assert_eq!(payments.capacity(), 5, "no growth slack kept");
+        assert_eq!(guard.0["shipping"].plain.capacity(), 1);
+        assert!(guard.1.is_none());
     }
 
     #[test]

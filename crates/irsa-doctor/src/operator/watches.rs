@@ -1,18 +1,20 @@
 //! The watches, one set per watched namespace: ServiceAccounts (metadata only, stripped, kept
-//! compactly) and IrsaChecks (as dynamic objects), the caches and indexes they feed, and the
-//! tasks that consume them — the controller, the change handler, the sweep and the PolicyReport
-//! writer.
+//! compactly) and IrsaChecks (as dynamic objects), plus one of the mutating webhook
+//! configurations; the caches and indexes they feed, and the tasks that consume them — the
+//! controller, the change handler, the sweep and the PolicyReport writer.
 
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{future, StreamExt};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::core::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
+use kube::Api;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -23,14 +25,16 @@ use super::error::Error;
 use super::index::CheckIndex;
 use super::policy_report::{self, PolicyReportsMode};
 use super::reconcile::{error_policy, reconcile};
-use super::service_accounts::{strip, Cache, SaMeta, ServiceAccounts};
+use super::service_accounts::{strip, Cache, SaEvent, ServiceAccounts};
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
 use super::{associations, changes, recovery, status, sweep};
 use crate::api::dynamic_resource as resource;
+use crate::gather::admission;
 
-type SaEvents = BoxStream<'static, Result<watcher::Event<SaMeta>, watcher::Error>>;
+type SaEvents = BoxStream<'static, Result<SaEvent, watcher::Error>>;
 type CheckObjects = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
+type Drained = futures::future::BoxFuture<'static, ()>;
 
 /// One namespace's watches, started but not yet consumed.
 struct Scope {
@@ -46,6 +50,9 @@ pub struct Watches {
     pub checks: Arc<CheckIndex>,
     /// Turns once every watch, IrsaChecks included, has listed.
     pub all_synced: Synced,
+    /// The mutating webhook configurations, kept current by their own watch.
+    pub webhooks: reflector::Store<MutatingWebhookConfiguration>,
+    webhook_watch: Drained,
 }
 
 /// A watch error is logged (the stream relists or backs off and retries by itself).
@@ -76,14 +83,15 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
         ))
         .modify(strip)
         .inspect(log_error("ServiceAccount"))
-        .inspect({
+        .map({
             let cache = cache.clone();
             move |e| {
-                if let Ok(e) = e {
-                    cache.apply(e);
-                    sa_listed(e);
-                    all_listed(e);
-                }
+                e.map(|event| {
+                    let changed = cache.apply(&event);
+                    sa_listed(&event);
+                    all_listed(&event);
+                    SaEvent { event, changed }
+                })
             }
         })
         .boxed();
@@ -118,12 +126,34 @@ pub fn start(client: &kube::Client, namespaces: &[WatchNamespace]) -> (Watches, 
             check_store,
         });
     }
+    let (webhooks, webhook_watch) = watch_webhooks(client);
     let watches = Watches {
         scopes,
         checks,
         all_synced,
+        webhooks,
+        webhook_watch,
     };
     (watches, ServiceAccounts::new(sa_stores, sa_synced))
+}
+
+/// The mutating webhook configurations' store and the watch that fills it (to be polled).
+/// Cluster-scoped and few: watched whatever the namespaces, so that reading them costs no
+/// request per sweep and a fixed registration is seen at once.
+fn watch_webhooks(
+    client: &kube::Client,
+) -> (reflector::Store<MutatingWebhookConfiguration>, Drained) {
+    let writer = reflector::store::Writer::default();
+    let store = writer.as_reader();
+    let watch = relisting(watcher(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        watcher::Config::default(),
+    ))
+    .modify(admission::strip_configuration)
+    .reflect(writer)
+    .inspect(log_error("MutatingWebhookConfiguration"))
+    .for_each(|_| future::ready(()));
+    (store, Box::pin(watch))
 }
 
 /// Logs what the controller could not do (reconcile failures are logged by the error policy).
@@ -192,6 +222,11 @@ impl Watches {
                 ("EKS Pod Identity association poller", Ok(()))
             });
         }
+        let webhook_watch = self.webhook_watch;
+        tasks.spawn(async move {
+            webhook_watch.await;
+            ("MutatingWebhookConfiguration watch", Ok(()))
+        });
         let recovering = ctx.clone();
         tasks.spawn(async move {
             recovery::run(recovering, concurrency).await;
@@ -203,5 +238,66 @@ impl Watches {
             sweep::run(ctx, synced, namespaces, interval, concurrency).await;
             ("sweep", Ok(()))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gather::admission::Admission;
+    use control_plane::ControlPlane;
+    use kube::api::PostParams;
+    use std::time::{Duration, Instant};
+
+    /// A registration created after the first read is seen within moments (a listed answer
+    /// would be reused for its minute), kept without its CA bundle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhook_registrations_are_watched() {
+        let plane = ControlPlane::start().await.unwrap();
+        let client = plane.client().unwrap();
+        let (store, watch) = watch_webhooks(&client);
+        let watching = tokio::spawn(watch);
+        let admission = Admission::watched(client.clone(), store.clone(), Duration::from_secs(60));
+        assert_eq!(admission.webhooks().await.map(|w| w.len()), Some(0));
+
+        let configuration: MutatingWebhookConfiguration =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pod-identity-webhook"},
+                "webhooks": [{
+                    "name": "iam-for-pods.amazonaws.com",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Ignore",
+                    "clientConfig": {"url": "https://127.0.0.1:1/mutate", "caBundle": "Y2E="},
+                    "namespaceSelector": {"matchLabels": {"irsa": "on"}},
+                }],
+            }))
+            .unwrap();
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .create(&PostParams::default(), &configuration)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let seen = loop {
+            let seen = admission.webhooks().await.unwrap_or_default();
+            if !seen.is_empty() || Instant::now() > deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(seen.len(), 1, "the new registration, from the watch");
+        assert!(seen[0].ignore_failures);
+        assert_eq!(
+            seen[0].name,
+            "pod-identity-webhook/iam-for-pods.amazonaws.com"
+        );
+        let kept = store.state();
+        assert_eq!(
+            kept[0].webhooks.as_ref().unwrap()[0]
+                .client_config
+                .ca_bundle,
+            None
+        );
+        watching.abort();
     }
 }

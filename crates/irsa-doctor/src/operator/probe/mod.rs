@@ -27,9 +27,6 @@ use super::watch_namespace::WatchNamespace;
 use crate::api::{probe_pod_name, probe_pod_owner, IrsaCheck, PROBE_LABEL};
 use crate::gather::admission::Admission;
 
-/// How long the webhook's registrations and namespaces' labels are reused.
-const ADMISSION_TTL: Duration = Duration::from_secs(60);
-
 /// (namespace, pod name).
 type PodKey = (String, String);
 
@@ -100,15 +97,16 @@ async fn find(api: &Api<Pod>, name: &str) -> Result<Option<Pod>, kube::Error> {
 }
 
 impl Prober {
-    /// A prober with the operator's probe configuration.
-    pub fn new(client: kube::Client, config: ProbeConfig) -> Prober {
+    /// A prober with the operator's probe configuration, telling why a pod was not mutated
+    /// through `admission`.
+    pub fn new(client: kube::Client, config: ProbeConfig, admission: Arc<Admission>) -> Prober {
         Prober {
             permits: Semaphore::new(config.max_concurrent.max(1)),
             config,
             in_flight: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             unswept: AtomicBool::new(true),
-            admission: Arc::new(Admission::new(client.clone(), ADMISSION_TTL)),
+            admission,
             client,
         }
     }
@@ -456,7 +454,8 @@ mod tests {
         let plane = ControlPlane::start().await.unwrap();
         let proxy = FaultProxy::start(&plane).await.unwrap();
         let client = proxy.client().unwrap();
-        let prober = Prober::new(client.clone(), config());
+        let admission = Arc::new(Admission::new(client.clone(), Duration::from_secs(60)));
+        let prober = Prober::new(client.clone(), config(), admission);
         let mut check = check();
         check.metadata.namespace = Some("default".into());
         check.spec.service_account_name = "default".into();
@@ -541,7 +540,8 @@ mod tests {
         .unwrap();
         let sim = FaultProxy::start(&plane).await.unwrap();
         let client = sim.client().unwrap();
-        let prober = Prober::new(client.clone(), config());
+        let admission = Arc::new(Admission::new(client.clone(), Duration::from_secs(60)));
+        let prober = Prober::new(client.clone(), config(), admission);
         let mut check = check();
         check.metadata.namespace = Some("default".into());
         check.spec.service_account_name = "default".into();
