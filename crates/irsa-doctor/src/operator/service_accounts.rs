@@ -284,8 +284,19 @@ impl Accounts {
         changed
     }
 
-    /// Drops duplicate names from a sorted list and trims what the maps kept spare.
+    /// Adds a listed ServiceAccount; [`Accounts::finish_list`] sorts once the list is complete.
+    fn push_listed(&mut self, name: &str, stored: Stored) {
+        match stored {
+            Stored::Full(e) => {
+                self.full.insert(name.into(), e);
+            }
+            Stored::Plain(p) => self.plain.push(p),
+        }
+    }
+
+    /// Sorts a complete list, drops duplicate names and trims what the list grew spare.
     fn finish_list(&mut self) {
+        self.plain.sort_by(|a, b| a.name.cmp(&b.name));
         self.plain.dedup_by(|a, b| a.name == b.name);
         self.plain.shrink_to_fit();
         self.full.shrink_to_fit();
@@ -305,75 +316,12 @@ impl Accounts {
 
 type Namespaces = HashMap<Box<str>, Accounts>;
 
-/// A list being received. The plain majority is gathered in one buffer and laid out per
-/// namespace, each in one exactly-sized allocation, only once the list is complete: growing a
-/// small vector per namespace while list pages came and went left the long-lived vectors strewn
-/// among freed pages, and the C allocator kept that memory (a list of 142,500 ServiceAccounts
-/// held ~220 bytes each, where the entries take 48).
-#[derive(Debug, Default)]
-struct Relist {
-    /// The full entries, and the namespaces seen.
-    listed: Namespaces,
-    /// Every plain ServiceAccount, in the order listed.
-    plain: Vec<(CompactString, Plain)>,
-}
-
-impl Relist {
-    fn push(&mut self, namespace: &str, name: &str, stored: Stored) {
-        match stored {
-            Stored::Full(e) => {
-                self.accounts(namespace).full.insert(name.into(), e);
-            }
-            Stored::Plain(p) => {
-                self.accounts(namespace);
-                self.plain.push((namespace.into(), p));
-            }
-        }
-    }
-
-    fn accounts(&mut self, namespace: &str) -> &mut Accounts {
-        if !self.listed.contains_key(namespace) {
-            self.listed.insert(namespace.into(), Accounts::default());
-        }
-        self.listed.get_mut(namespace).expect("inserted above")
-    }
-
-    /// Every namespace's ServiceAccounts, each namespace's plain ones sorted in storage of their
-    /// own size.
-    fn finish(self) -> Namespaces {
-        let Relist {
-            mut listed,
-            mut plain,
-        } = self;
-        // Stable: a name listed twice keeps its first entry, as the dedup below does.
-        plain.sort_by(|(a, p), (b, q)| (a, &p.name).cmp(&(b, &q.name)));
-        let lengths: Vec<usize> = plain
-            .chunk_by(|(a, _), (b, _)| a == b)
-            .map(<[_]>::len)
-            .collect();
-        let mut plain = plain.into_iter();
-        for length in lengths {
-            let mut run = Vec::with_capacity(length);
-            let mut namespace = CompactString::default();
-            for (n, p) in plain.by_ref().take(length) {
-                namespace = n;
-                run.push(p);
-            }
-            if let Some(accounts) = listed.get_mut(namespace.as_str()) {
-                accounts.plain = run;
-            }
-        }
-        listed.values_mut().for_each(Accounts::finish_list);
-        listed
-    }
-}
-
 /// The ServiceAccounts of one watched scope by namespace and name, fed by its watch's events.
 /// A re-list builds a new map and replaces the old one when it completes, as kube's reflector
 /// does, so readers never see a partial list.
 #[derive(Debug, Default)]
 pub struct Cache {
-    inner: RwLock<(Namespaces, Option<Relist>)>,
+    inner: RwLock<(Namespaces, Option<Namespaces>)>,
 }
 
 fn names(meta: &ObjectMeta) -> (&str, &str) {
@@ -384,7 +332,7 @@ fn names(meta: &ObjectMeta) -> (&str, &str) {
 }
 
 impl Cache {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Namespaces, Option<Relist>)> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Namespaces, Option<Namespaces>)> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -395,16 +343,20 @@ impl Cache {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let (live, relist) = &mut *guard;
         match event {
-            watcher::Event::Init => *relist = Some(Relist::default()),
+            watcher::Event::Init => *relist = Some(Namespaces::new()),
             watcher::Event::InitApply(sa) => {
                 if let Some(relist) = relist.as_mut() {
                     let (namespace, name) = names(&sa.metadata);
-                    relist.push(namespace, name, Stored::of(&sa.metadata));
+                    relist
+                        .entry(namespace.into())
+                        .or_default()
+                        .push_listed(name, Stored::of(&sa.metadata));
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(listed) = relist.take() {
-                    *live = listed.finish();
+                if let Some(mut listed) = relist.take() {
+                    listed.values_mut().for_each(Accounts::finish_list);
+                    *live = listed;
                 }
             }
             watcher::Event::Apply(sa) => {
@@ -754,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn a_list_is_laid_out_per_namespace_once_complete() {
+    fn a_complete_list_is_sorted_and_kept_without_slack() {
         let cache = Cache::default();
         let listed = |namespace: &str, name: &str| {
             let mut sa = with_uid(
@@ -773,19 +725,14 @@ mod tests {
         // Out of order, and a name listed twice.
         cache.apply(&listed("payments", "sa-2"));
         cache.apply(&listed("payments", "sa-0"));
-        assert!(
-            cache.read().1.as_ref().expect("listing").listed["payments"]
-                .plain
-                .is_empty(),
-            "gathered, not yet laid out"
-        );
+        assert!(cache.read().0.is_empty(), "a partial list is not read");
         cache.apply(&watcher::Event::InitDone);
         let guard = cache.read();
         let payments = &guard.0["payments"].plain;
         let names: Vec<&str> = payments.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["sa-0", "sa-1", "sa-2", "sa-3", "sa-4"]);
         assert_eq!(payments.capacity(), 5, "no growth slack kept");
-        assert_eq!(guard.0["shipping"].plain.capacity(), 1);
+        assert_eq!(guard.0["shipping"].plain.len(), 1);
         assert!(guard.1.is_none());
     }
 
