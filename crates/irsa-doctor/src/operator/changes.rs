@@ -53,11 +53,10 @@ pub async fn run(
                 ctx.recovery()
                     .forget(&Subject::ServiceAccount(key.0.clone(), key.1.clone()));
             }
+            // Only a new ServiceAccount or an annotation change asks for a new verdict.
+            watcher::Event::Apply(_) if !changed => {}
             watcher::Event::Apply(meta) => {
                 let sa = gather::service_account(&meta.metadata);
-                if !changed {
-                    continue;
-                }
                 let checks = ctx.checks().naming(&sa.namespace, &sa.name);
                 for check in &checks {
                     let _ =

@@ -89,14 +89,17 @@ struct Entry {
     annotations: Box<[(Box<str>, Box<str>)]>,
     created: Option<i64>,
     role_arn_set: Option<i64>,
-    /// [`ServiceAccount::wants_irsa`], decided once.
-    wants_irsa: bool,
     deleting: bool,
     /// [`digest`] of every annotation.
     digest: u32,
 }
 
 impl Entry {
+    /// [`ServiceAccount::wants_irsa`]: the annotations kept are exactly those it looks for.
+    fn wants_irsa(&self) -> bool {
+        !self.annotations.is_empty()
+    }
+
     fn service_account(&self, namespace: &str, name: &str) -> ServiceAccount {
         ServiceAccount {
             namespace: namespace.to_string(),
@@ -154,7 +157,6 @@ impl Stored {
         let digest = digest(meta.annotations.as_ref());
         // Only these are ever read; the digest stands for the others.
         sa.annotations.retain(|k, _| annotations::is_read(k));
-        let wants_irsa = sa.wants_irsa();
         let deleting = meta.deletion_timestamp.is_some();
         let plain = (sa.annotations.is_empty() && !deleting && sa.role_arn_set.is_none())
             .then(|| {
@@ -180,7 +182,6 @@ impl Stored {
                 .collect(),
             created: sa.created,
             role_arn_set: sa.role_arn_set,
-            wants_irsa,
             deleting,
             digest,
         })
@@ -474,7 +475,7 @@ impl ServiceAccounts {
                     accounts
                         .full
                         .iter()
-                        .filter(|(_, e)| !e.deleting && e.wants_irsa)
+                        .filter(|(_, e)| !e.deleting && e.wants_irsa())
                         .map(|(name, _)| (namespace.to_string(), name.to_string())),
                 );
             }
