@@ -4,7 +4,7 @@ VENV  := .venv
 ISSUER := https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 PROVIDER := arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE
 
-.PHONY: all build release krew-manifest image docs-check test venv tools control-plane fmt lint fuzz-build bench bench-aws bench-lint demo cluster lint-examples crd clean deny deny-snapshot
+.PHONY: all build release krew-manifest image docs-check test venv tools control-plane musl fmt lint fuzz-build bench bench-wide bench-aws bench-lint demo cluster lint-examples crd clean deny deny-snapshot
 
 # Tools the tests need, built or fetched by this Makefile into an ignored folder.
 TOOLS := .tools
@@ -173,16 +173,29 @@ deny-snapshot:
 # the memory slopes; prints each figure next to its target, writes target/bench/scale.json and
 # fails when a target is missed. BENCH_ARGS adds options, e.g. BENCH_ARGS="--aws-rate 20" or
 # "--quick".
-bench: venv tools control-plane
-	$(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- $(BENCH_ARGS)
+bench: venv tools control-plane musl
+	@bin=$$($(MUSL_OPERATOR)) && \
+	  BENCH_OPERATOR_BIN="$${BENCH_OPERATOR_BIN:-$$bin}" $(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- $(BENCH_ARGS)
 
 # The wide scenario on the real control plane: 100,000 ServiceAccounts (10,000 annotated over
 # 1,000 roles, the rest unannotated) in 5,000 namespaces, 200,000 pods, 500 IrsaChecks, then the
 # operator restarted after adding unannotated ServiceAccounts, pods and annotated ones, for the
 # memory slopes; figures next to targets, under "serviceAccounts100000" in
 # target/bench/scale.json. Longer than 15 minutes, so not part of `make bench`.
-bench-wide: venv tools control-plane
-	$(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- --wide $(BENCH_ARGS)
+bench-wide: venv tools control-plane musl
+	@bin=$$($(MUSL_OPERATOR)) && \
+	  BENCH_OPERATOR_BIN="$${BENCH_OPERATOR_BIN:-$$bin}" $(TEST_ENV) $(CARGO) bench -p irsa-doctor --bench scale -- --wide $(BENCH_ARGS)
+
+# The benchmarks measure the operator as the container image ships it (Dockerfile): a static
+# release build for musl, so its memory is that of musl's allocator, not glibc's. The Rust
+# target (for the toolchain in use) and Debian's musl-tools (its C compiler, for aws-lc-sys),
+# pinned as the image's Debian release has it.
+MUSL_TARGET := x86_64-unknown-linux-musl
+MUSL_TOOLS_VERSION := 1.2.3-1
+MUSL_OPERATOR = $(CARGO) build --release --locked -p irsa-doctor --bin irsa-doctor --target $(MUSL_TARGET) $(CARGO_JSON) | $(BUILT_EXE) irsa-doctor
+musl:
+	rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	command -v musl-gcc >/dev/null || { apt-get update && apt-get install -y --no-install-recommends musl-tools=$(MUSL_TOOLS_VERSION); }
 
 # AWS facts for 10,000 ServiceAccounts over 1,000 roles against moto, cold and warm.
 bench-aws: venv

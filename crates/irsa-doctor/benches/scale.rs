@@ -11,17 +11,19 @@
 //! `--wide` (`make bench-wide`) runs the wide scenario instead: 100,000 ServiceAccounts in 5,000
 //! namespaces, 10,000 of them annotated, 200,000 pods, 500 IrsaChecks, the same faults; then the
 //! operator restarted on the same cluster after adding unannotated ServiceAccounts, pods and
-//! annotated ones, for the memory slope of each: unannotated ServiceAccounts' from the RSS once
-//! every watch has listed, pods' and annotated ones' from the RSS settled after the sweep (the
-//! slopes of the peaks are printed beside). Its record is `serviceAccounts100000`.
+//! annotated ones, for the memory slope of each, from the RSS settled after the cold sweep
+//! (the slopes of the peaks are printed beside). Its record is `serviceAccounts100000`.
 //!
 //! `make bench` (= `cargo bench -p irsa-doctor --bench scale`) runs the full size; under
 //! `cargo test` (no `--bench` argument) it runs a small smoke size once, without targets.
 //! Options: `--aws-latency-ms N` (default 20), `--aws-rate N` (the operator's `--aws-rate`,
 //! default 30: the cold sweep's 1,003 calls then take at least 33 s, so an annotation change
 //! lands in the middle of it), `--quick` (one run at a small size), `--one-run` (the full size
-//! once, no slopes). To profile the operator: `BENCH_OPERATOR_BIN` (a build with
-//! symbols) and `BENCH_OPERATOR_PREFIX` (e.g. `heaptrack -o /tmp/op`).
+//! once, no slopes). `BENCH_OPERATOR_BIN` is the operator binary measured (`make bench` and
+//! `make bench-wide` pass the static musl build the container image ships, its allocator
+//! included; by default, this build's); to profile it, a build with symbols and
+//! `BENCH_OPERATOR_PREFIX` (e.g. `heaptrack -o /tmp/op`); `BENCH_OPERATOR_LOGS`
+//! (a directory) keeps each run's operator log there, as `operator-<pid>.log`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -364,8 +366,17 @@ fn watch_operator(child: &mut Child) -> Watch {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stderr = child.stderr.take().unwrap();
     let sink = lines.clone();
+    let mut log = std::env::var_os("BENCH_OPERATOR_LOGS").map(|dir| {
+        let path = std::path::Path::new(&dir).join(format!("operator-{}.log", child.id()));
+        std::fs::File::create(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
+    });
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(log) = log.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(log, "{line}");
+            }
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 sink.lock().unwrap().push(v);
             }
@@ -443,8 +454,10 @@ struct Figures {
     aws_calls_cold: BTreeMap<String, u64>,
     aws_calls_warm: u64,
     peak_rss_kib: u64,
-    /// When `/readyz` first answered 200: every watch has listed, nothing swept yet.
+    /// When `/readyz` first answered 200: every watch has listed, the sweep just starting.
     synced_rss_kib: u64,
+    /// Two seconds after the cold sweep: where every run is read for the memory slopes.
+    cold_rss_kib: u64,
     /// Two seconds after the last sweep measured.
     steady_rss_kib: u64,
     event_latency_ms: Option<u128>,
@@ -471,7 +484,8 @@ fn verb_key((g, r, v): &(String, String, String)) -> String {
     )
 }
 
-/// The operator's binary: this build's, or BENCH_OPERATOR_BIN (a build with symbols, to profile).
+/// The operator's binary: BENCH_OPERATOR_BIN (`make bench`: the musl build the image ships),
+/// or this build's.
 fn operator_binary() -> std::path::PathBuf {
     std::env::var_os("BENCH_OPERATOR_BIN")
         .map(Into::into)
@@ -809,6 +823,10 @@ async fn measure(bench: &Bench, m: &Measure, setup: Setup) -> Figures {
     let cold_ms = cold.expect("the first sweep did not finish in time");
     let after_cold = cluster.requests_from("irsa-doctor/");
     let calls_cold = aws_calls(&metrics).await;
+    // Every run is read at this point for the slopes: settled after the cold sweep (the warm
+    // sweep comes a minute later).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cold_rss_kib = rss_now(operator.id());
     let mut warm_ms = 0;
     let mut after_warm = after_cold.clone();
     let mut calls_warm = 0;
@@ -857,6 +875,7 @@ async fn measure(bench: &Bench, m: &Measure, setup: Setup) -> Figures {
         aws_calls_warm: calls_warm,
         peak_rss_kib: rss.iter().copied().max().unwrap_or(0),
         synced_rss_kib,
+        cold_rss_kib,
         steady_rss_kib,
         event_latency_ms: event_latency.map(|l| l.as_millis()),
         sweep_finished_before_the_event,
@@ -1259,6 +1278,7 @@ async fn report_wide(setup: Setup, full: bool) {
         a.service_accounts, w.annotated, w.roles, w.namespaces, a.pods, w.checks, FAULTS.len(),
         setup.latency.as_millis(), setup.aws_rate
     );
+    println!("operator binary: {}", operator_binary().display());
     println!("{:<58} {:>16}  {:<30}", "figure", "value", "target");
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     t.row(
@@ -1301,8 +1321,12 @@ async fn report_wide(setup: Setup, full: bool) {
         None,
     );
     t.row(
-        "operator RSS, steady (after the warm sweep)",
-        mib(a.steady_rss_kib),
+        "operator RSS, settled after the cold sweep / the warm sweep",
+        format!(
+            "{:.1} / {:.1} MiB",
+            a.cold_rss_kib as f64 / 1024.0,
+            a.steady_rss_kib as f64 / 1024.0
+        ),
         "",
         None,
     );
@@ -1317,44 +1341,43 @@ async fn report_wide(setup: Setup, full: bool) {
     ];
     for (added, run) in runs {
         t.row(
-            &format!("operator RSS with {added}: ready / steady / peak"),
+            &format!("operator RSS with {added}: ready / settled / peak"),
             format!(
                 "{:.1} / {:.1} / {:.1} MiB",
                 run.synced_rss_kib as f64 / 1024.0,
-                run.steady_rss_kib as f64 / 1024.0,
+                run.cold_rss_kib as f64 / 1024.0,
                 run.peak_rss_kib as f64 / 1024.0
             ),
             "",
             None,
         );
     }
-    // Each slope is read where that object's memory is held: an unannotated ServiceAccount in
-    // the cache the initial list fills (RSS once ready; the sweep never reads one), a pod and an
-    // annotated ServiceAccount once the sweep has read them (RSS settled after it). The peaks'
-    // slopes follow for reference: they carry the sweep's transient pages and allocator noise.
+    // Every slope compares two runs at the same point: settled two seconds after the cold
+    // sweep, once the objects are cached and swept. RSS when ready is not: the sweep starts
+    // then, and two runs with the same objects read 3.5 MiB apart there. The peaks' slopes
+    // follow for reference: they carry the sweep's transient pages.
     let slope = |rss: fn(&Figures) -> u64, after: &Figures, before: &Figures, n: usize| {
         (rss(after) as f64 - rss(before) as f64) * 1024.0 / n as f64
     };
-    let synced = |f: &Figures| f.synced_rss_kib;
-    let steady = |f: &Figures| f.steady_rss_kib;
+    let settled = |f: &Figures| f.cold_rss_kib;
     let peak = |f: &Figures| f.peak_rss_kib;
-    let per_unannotated = slope(synced, &f.more_unannotated, a, added_sa);
-    let per_pod = slope(steady, &f.more_pods, &f.more_unannotated, added_pods);
-    let per_annotated = slope(steady, &f.more_annotated, &f.more_pods, added_annotated);
+    let per_unannotated = slope(settled, &f.more_unannotated, a, added_sa);
+    let per_pod = slope(settled, &f.more_pods, &f.more_unannotated, added_pods);
+    let per_annotated = slope(settled, &f.more_annotated, &f.more_pods, added_annotated);
     t.row(
-        "memory per additional unannotated ServiceAccount (ready)",
+        "memory per additional unannotated ServiceAccount (settled)",
         format!("{per_unannotated:.1} B"),
         "≤ 64 B",
         full.then_some(per_unannotated <= 64.0),
     );
     t.row(
-        "memory per additional pod (steady)",
+        "memory per additional pod (settled)",
         format!("{per_pod:.1} B"),
         "≈ 0 (≤ 10.5 B: 1 MiB / 100,000)",
         full.then_some(per_pod <= 10.5),
     );
     t.row(
-        "memory per additional annotated ServiceAccount (steady)",
+        "memory per additional annotated ServiceAccount (settled)",
         format!("{:.2} KiB", per_annotated / 1024.0),
         "≤ 2 KiB",
         full.then_some(per_annotated <= 2048.0),
@@ -1437,6 +1460,7 @@ async fn report_wide(setup: Setup, full: bool) {
             "serviceAccounts100000",
             json!({
                 "apiServer": "kube-apiserver v1.36.3",
+                "operatorBinary": operator_binary(),
                 "awsLatencyMs": setup.latency.as_millis() as u64,
                 "awsRate": setup.aws_rate,
                 "namespaces": w.namespaces,
@@ -1450,8 +1474,7 @@ async fn report_wide(setup: Setup, full: bool) {
                 "bytesPerUnannotatedServiceAccount": per_unannotated,
                 "bytesPerPod": per_pod,
                 "bytesPerAnnotatedServiceAccount": per_annotated,
-                "slopesReadFrom": {"unannotated": "synced_rss_kib", "pod": "steady_rss_kib",
-                    "annotated": "steady_rss_kib"},
+                "slopesReadFrom": "cold_rss_kib",
                 "bytesFromPeaks": {"perUnannotatedServiceAccount": peak_slopes.0,
                     "perPod": peak_slopes.1, "perAnnotatedServiceAccount": peak_slopes.2},
                 "apiRequestsWarmSweep": warm_requests,
@@ -1525,6 +1548,7 @@ async fn main() {
         base.service_accounts, base.roles, base.namespaces, base.pods, base.checks, FAULTS.len(),
         setup.latency.as_millis(), setup.aws_rate
     );
+    println!("operator binary: {}", operator_binary().display());
     println!("{:<58} {:>16}  {:<30}", "figure", "value", "target");
     // GetRole per role, per fault role and per missing role, one for the change; then one
     // ListOpenIDConnectProviders, GetOpenIDConnectProvider and GetCallerIdentity.
@@ -1685,6 +1709,7 @@ async fn main() {
 
     let report = json!({
         "apiServer": "kube-apiserver v1.36.3",
+        "operatorBinary": operator_binary(),
         "awsLatencyMs": setup.latency.as_millis() as u64,
         "awsRate": setup.aws_rate,
         "runs": [one, two.unwrap_or_default(), pods_only.unwrap_or_default()],
