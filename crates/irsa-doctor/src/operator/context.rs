@@ -483,9 +483,38 @@ impl Context {
             );
         }
         if let Some(event) = self.verdicts.record(namespace, name, diagnosed) {
-            if let Some(reference) = self.service_accounts.reference(namespace, name) {
+            if let Some(reference) = self.service_account_reference(namespace, name).await {
                 self.publish(&event, &reference).await;
             }
         }
+    }
+
+    /// A reference to cached ServiceAccount `namespace`/`name` for an Event or a report, uid
+    /// included: the cache keeps none for an unannotated one, so it is read from the API
+    /// server (a list by name: the operator lists ServiceAccounts, it never gets one) and kept.
+    /// Without it when that read fails: an Event still says what broke.
+    pub async fn service_account_reference(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        let mut reference = self.service_accounts.reference(namespace, name)?;
+        if reference.uid.is_none() {
+            let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                kube::Api::namespaced(self.client.clone(), namespace);
+            let by_name = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+            match api.list_metadata(&by_name).await {
+                Ok(list) => {
+                    reference.uid = list.items.into_iter().find_map(|sa| sa.metadata.uid);
+                    if let Some(uid) = &reference.uid {
+                        self.service_accounts.keep_uid(namespace, name, uid);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, namespace, name, "could not read a ServiceAccount's uid for its Event")
+                }
+            }
+        }
+        Some(reference)
     }
 }

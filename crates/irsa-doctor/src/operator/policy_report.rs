@@ -500,7 +500,7 @@ impl Writer {
         let mut subjects = Vec::new();
         for (name, remembered) in self.ctx.verdicts().of_namespace(namespace) {
             // Not in the cache: deleted, and about to be forgotten.
-            let Some(reference) = self.ctx.service_accounts().reference(namespace, &name) else {
+            let Some(reference) = self.ctx.service_account_reference(namespace, &name).await else {
                 continue;
             };
             let role_arn = match remembered.observation.role_arn {

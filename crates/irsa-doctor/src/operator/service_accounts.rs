@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount as KubeServiceA
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
-use uuid::Uuid;
 
 use super::sync::Synced;
 use super::watch_namespace::WatchNamespace;
@@ -26,8 +25,23 @@ pub type SaMeta = PartialObjectMeta<KubeServiceAccount>;
 pub struct SaEvent {
     /// The watch's event.
     pub event: watcher::Event<SaMeta>,
-    /// Whether it created a ServiceAccount or changed its annotations ([`Cache::apply`]).
-    pub changed: bool,
+    /// What it changed that asks for a new verdict ([`Cache::apply`]).
+    pub changed: Changed,
+}
+
+/// What an event of the ServiceAccount watch changed that asks for a new verdict: a new
+/// ServiceAccount or other annotations, not a label or resourceVersion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Nothing: an unchanged object, a deletion, the first list (the sweep diagnoses it), or a
+    /// re-list still under way.
+    Nothing,
+    /// The `Apply` event's ServiceAccount.
+    This,
+    /// A re-list (after the watch broke) completed: the ServiceAccounts (namespace, name) it
+    /// found new or with other annotations than before. Changes made while the watch was down
+    /// are diagnosed now, not at the next sweep.
+    WhileAway(Vec<(String, String)>),
 }
 
 /// How long a read waits for the caches' initial lists before answering Unavailable.
@@ -116,12 +130,12 @@ impl Entry {
 }
 
 /// A ServiceAccount without an annotation the diagnosis reads, which is most of a cluster's
-/// (every namespace's `default` among them): its name (inline up to 24 bytes), uid, creation
-/// time and annotations' digest in 48 bytes, where an [`Entry`] under its key costs ~150.
+/// (every namespace's `default` among them): its name (inline up to 24 bytes), creation time
+/// and annotations' digest in 32 bytes, where an [`Entry`] under its key costs ~150. Its uid
+/// is read again when an Event or a report names it ([`Cache::keep_uid`]): few ever are.
 #[derive(Debug)]
 struct Plain {
     name: CompactString,
-    uid: Uuid,
     /// Seconds since the epoch (until 2106; an [`Entry`] holds any other).
     created: u32,
     /// [`digest`] of every annotation.
@@ -135,13 +149,6 @@ fn digest(annotations: Option<&BTreeMap<String, String>>) -> u32 {
     let mut hasher = DefaultHasher::new();
     annotations.hash(&mut hasher);
     hasher.finish() as u32
-}
-
-/// The uid as a [`Uuid`] when it reads back exactly as written (as the API server writes them).
-fn canonical_uuid(uid: &str) -> Option<Uuid> {
-    let parsed = Uuid::try_parse(uid).ok()?;
-    let mut buf = Uuid::encode_buffer();
-    (parsed.hyphenated().encode_lower(&mut buf) == uid).then_some(parsed)
 }
 
 /// How one ServiceAccount is kept.
@@ -159,16 +166,11 @@ impl Stored {
         sa.annotations.retain(|k, _| annotations::is_read(k));
         let deleting = meta.deletion_timestamp.is_some();
         let plain = (sa.annotations.is_empty() && !deleting && sa.role_arn_set.is_none())
-            .then(|| {
-                let uid = canonical_uuid(meta.uid.as_deref()?)?;
-                let created = u32::try_from(sa.created?).ok()?;
-                Some((uid, created))
-            })
+            .then(|| u32::try_from(sa.created?).ok())
             .flatten();
-        if let Some((uid, created)) = plain {
+        if let Some(created) = plain {
             return Stored::Plain(Plain {
                 name: CompactString::from(sa.name.as_str()),
-                uid,
                 created,
                 digest,
             });
@@ -216,10 +218,11 @@ impl Found<'_> {
         }
     }
 
+    /// The uid, when kept: a [`Plain`] one keeps none.
     fn uid(self) -> Option<String> {
         match self {
             Found::Full(e) => e.uid.as_deref().map(String::from),
-            Found::Plain(p) => Some(p.uid.hyphenated().to_string()),
+            Found::Plain(_) => None,
         }
     }
 
@@ -317,12 +320,28 @@ impl Accounts {
 
 type Namespaces = HashMap<Box<str>, Accounts>;
 
+/// A list under way: what it has listed, and (in a re-list) what differs from the live map.
+#[derive(Debug, Default)]
+struct Listing {
+    listed: Namespaces,
+    changed: Vec<(String, String)>,
+}
+
+/// The live map, and the list that will replace it.
+#[derive(Debug, Default)]
+struct State {
+    live: Namespaces,
+    listing: Option<Listing>,
+    /// A list has completed: a later one is a re-list, compared with the live map.
+    listed_once: bool,
+}
+
 /// The ServiceAccounts of one watched scope by namespace and name, fed by its watch's events.
 /// A re-list builds a new map and replaces the old one when it completes, as kube's reflector
 /// does, so readers never see a partial list.
 #[derive(Debug, Default)]
 pub struct Cache {
-    inner: RwLock<(Namespaces, Option<Namespaces>)>,
+    inner: RwLock<State>,
 }
 
 fn names(meta: &ObjectMeta) -> (&str, &str) {
@@ -333,55 +352,97 @@ fn names(meta: &ObjectMeta) -> (&str, &str) {
 }
 
 impl Cache {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Namespaces, Option<Namespaces>)> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one event of the ServiceAccount watch (objects already [`strip`]ped). `true`
-    /// for an `Apply` that created a ServiceAccount or changed its annotations: the change
-    /// handler diagnoses again on that alone (not on a label or resourceVersion change).
-    pub fn apply(&self, event: &watcher::Event<SaMeta>) -> bool {
+    /// Applies one event of the ServiceAccount watch (objects already [`strip`]ped), and says
+    /// what it changed that asks for a new verdict ([`Changed`]).
+    pub fn apply(&self, event: &watcher::Event<SaMeta>) -> Changed {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let (live, relist) = &mut *guard;
+        let state = &mut *guard;
         match event {
-            watcher::Event::Init => *relist = Some(Namespaces::new()),
+            watcher::Event::Init => state.listing = Some(Listing::default()),
             watcher::Event::InitApply(sa) => {
-                if let Some(relist) = relist.as_mut() {
+                if let Some(listing) = state.listing.as_mut() {
                     let (namespace, name) = names(&sa.metadata);
-                    relist
+                    let stored = Stored::of(&sa.metadata);
+                    if state.listed_once
+                        && state
+                            .live
+                            .get(namespace)
+                            .and_then(|accounts| accounts.get(name))
+                            .is_none_or(|old| old.digest() != stored.digest())
+                    {
+                        listing.changed.push((namespace.into(), name.into()));
+                    }
+                    listing
+                        .listed
                         .entry(namespace.into())
                         .or_default()
-                        .push_listed(name, Stored::of(&sa.metadata));
+                        .push_listed(name, stored);
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(mut listed) = relist.take() {
-                    listed.values_mut().for_each(Accounts::finish_list);
-                    *live = listed;
+                if let Some(mut listing) = state.listing.take() {
+                    listing.listed.values_mut().for_each(Accounts::finish_list);
+                    state.live = listing.listed;
+                    state.listed_once = true;
+                    if !listing.changed.is_empty() {
+                        return Changed::WhileAway(listing.changed);
+                    }
                 }
             }
             watcher::Event::Apply(sa) => {
                 let (namespace, name) = names(&sa.metadata);
-                return live
+                let changed = state
+                    .live
                     .entry(namespace.into())
                     .or_default()
                     .put(name, Stored::of(&sa.metadata));
+                if changed {
+                    return Changed::This;
+                }
             }
             watcher::Event::Delete(sa) => {
                 let (namespace, name) = names(&sa.metadata);
-                if let Some(accounts) = live.get_mut(namespace) {
+                if let Some(accounts) = state.live.get_mut(namespace) {
                     accounts.remove(name);
                     if accounts.is_empty() {
-                        live.remove(namespace);
+                        state.live.remove(namespace);
                     }
                 }
             }
         }
-        false
+        Changed::Nothing
     }
 
     fn with<T>(&self, namespace: &str, name: &str, f: impl FnOnce(Found<'_>) -> T) -> Option<T> {
-        self.read().0.get(namespace)?.get(name).map(f)
+        self.read().live.get(namespace)?.get(name).map(f)
+    }
+
+    /// Keeps `uid`, read from the API server, for a ServiceAccount kept [`Plain`], as an
+    /// [`Entry`] from now on (until a re-list): it is named by Events or a report.
+    fn keep_uid(&self, namespace: &str, name: &str, uid: &str) {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let Some(accounts) = guard.live.get_mut(namespace) else {
+            return;
+        };
+        let Ok(i) = accounts.plain_index(name) else {
+            return;
+        };
+        let plain = accounts.plain.remove(i);
+        accounts.full.insert(
+            name.into(),
+            Entry {
+                uid: Some(uid.into()),
+                annotations: Box::default(),
+                created: Some(i64::from(plain.created)),
+                role_arn_set: None,
+                deleting: false,
+                digest: plain.digest,
+            },
+        );
     }
 }
 
@@ -421,7 +482,8 @@ impl ServiceAccounts {
         }))
     }
 
-    /// A reference to a cached ServiceAccount, uid included, for Events.
+    /// A reference to a cached ServiceAccount for Events and reports; without a uid when it is
+    /// kept [`Plain`] (then read it from the API server and [`ServiceAccounts::keep_uid`]).
     pub fn reference(&self, namespace: &str, name: &str) -> Option<ObjectReference> {
         let uid = self
             .cache(namespace)?
@@ -434,6 +496,13 @@ impl ServiceAccounts {
             uid,
             ..ObjectReference::default()
         })
+    }
+
+    /// Keeps the uid read from the API server for cached ServiceAccount `namespace`/`name`.
+    pub fn keep_uid(&self, namespace: &str, name: &str, uid: &str) {
+        if let Some(cache) = self.cache(namespace) {
+            cache.keep_uid(namespace, name, uid);
+        }
     }
 
     /// A cached ServiceAccount, without waiting for the initial list; `None` when not cached
@@ -451,7 +520,7 @@ impl ServiceAccounts {
         self.cache(namespace)
             .and_then(|c| {
                 c.read()
-                    .0
+                    .live
                     .get(namespace)
                     .map(|accounts| accounts.names().map(String::from).collect())
             })
@@ -469,7 +538,7 @@ impl ServiceAccounts {
     pub fn wanting_irsa(&self) -> Vec<(String, String)> {
         let mut wanting = Vec::new();
         for (_, cache) in &self.scopes {
-            for (namespace, accounts) in &cache.read().0 {
+            for (namespace, accounts) in &cache.read().live {
                 // A ServiceAccount kept plain does not ask for IRSA.
                 wanting.extend(
                     accounts
@@ -605,7 +674,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_service_accounts_are_kept_small_and_changes_are_told() {
-        assert_eq!(std::mem::size_of::<Plain>(), 48, "the unannotated majority");
+        assert_eq!(std::mem::size_of::<Plain>(), 32, "the unannotated majority");
         let cache = Arc::new(Cache::default());
         let accounts = ServiceAccounts::new(vec![(WatchNamespace::All, cache.clone())], {
             let synced = Synced::new(1);
@@ -625,7 +694,7 @@ mod tests {
         cache.apply(&watcher::Event::InitDone);
         {
             let listed = cache.read();
-            let kept = &listed.0["payments"];
+            let kept = &listed.live["payments"];
             assert!(kept.full.is_empty(), "{:?}", kept.full);
             let names: Vec<&str> = kept.plain.iter().map(|p| p.name.as_str()).collect();
             assert_eq!(
@@ -647,63 +716,118 @@ mod tests {
         assert_eq!(
             accounts
                 .reference("payments", "default")
+                .map(|r| (r.name, r.uid)),
+            Some((Some("default".into()), None)),
+            "a plain one keeps no uid"
+        );
+        accounts.keep_uid("payments", "default", uid);
+        assert_eq!(
+            accounts
+                .reference("payments", "default")
                 .and_then(|r| r.uid),
             Some(uid.into()),
-            "the uid reads back as the API server wrote it"
+            "the uid read again is kept"
         );
+        assert_eq!(
+            accounts.cached("payments", "default").map(|sa| sa.created),
+            Some(default.created),
+            "and so is the rest"
+        );
+        assert!(accounts.wanting_irsa().is_empty());
 
         let role = [(
             irsa_core::annotations::ROLE_ARN,
             "arn:aws:iam::111122223333:role/api",
         )];
         assert!(
-            cache.apply(&watcher::Event::Apply(plain("default", &[("touch", "1")]))),
+            cache.apply(&watcher::Event::Apply(plain("default", &[("touch", "1")])))
+                == Changed::This,
             "touching any annotation asks for a new verdict"
         );
         assert!(
-            cache.read().0["payments"].full.is_empty(),
+            cache.read().live["payments"].full.is_empty(),
             "still kept plain: the diagnosis reads no such annotation"
         );
         let mut labelled = plain("default", &[("touch", "1")]);
         labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
         assert!(
-            !cache.apply(&watcher::Event::Apply(labelled)),
+            cache.apply(&watcher::Event::Apply(labelled)) == Changed::Nothing,
             "a label change is no reason to diagnose again"
         );
         assert!(
-            cache.apply(&watcher::Event::Apply(plain("default", &role))),
+            cache.apply(&watcher::Event::Apply(plain("default", &role))) == Changed::This,
             "annotated"
         );
         assert_eq!(
             accounts.wanting_irsa(),
             [("payments".to_string(), "default".to_string())]
         );
-        assert!(!cache.apply(&watcher::Event::Apply(plain("default", &role))));
+        assert_eq!(
+            cache.apply(&watcher::Event::Apply(plain("default", &role))),
+            Changed::Nothing
+        );
         assert!(
-            cache.apply(&watcher::Event::Apply(plain("default", &[]))),
+            cache.apply(&watcher::Event::Apply(plain("default", &[]))) == Changed::This,
             "the annotation removed"
         );
         assert!(accounts.wanting_irsa().is_empty());
         assert!(
-            cache.apply(&watcher::Event::Apply(plain("new", &[]))),
+            cache.apply(&watcher::Event::Apply(plain("new", &[]))) == Changed::This,
             "created"
         );
         let mut names = accounts.names_in("payments");
         names.sort();
         assert_eq!(names, ["build-bot", "default", "new", "zeta"]);
-        assert!(cache.read().0["payments"].full.is_empty());
-
-        // An uid that would not read back as written is kept as it is.
-        cache.apply(&watcher::Event::Apply(with_uid(
-            sa("odd", &[], "2026-03-01T00:00:00Z"),
-            "0B5E3A36-5C4E-4F0E-9D1A-2F6C9F1E7A10",
-        )));
-        assert_eq!(
-            accounts.reference("payments", "odd").and_then(|r| r.uid),
-            Some("0B5E3A36-5C4E-4F0E-9D1A-2F6C9F1E7A10".into())
-        );
+        assert!(cache.read().live["payments"].full.is_empty());
         cache.apply(&watcher::Event::Delete(plain("zeta", &[])));
         assert_eq!(accounts.get("payments", "zeta").await, Fact::Known(None));
+    }
+
+    #[test]
+    fn a_relist_tells_what_changed_while_the_watch_was_down() {
+        let cache = Cache::default();
+        let role = |r: &str| [(irsa_core::annotations::ROLE_ARN, r.to_string())];
+        let listed = |name: &str, arn: Option<&str>| {
+            let annotations: Vec<(&str, &str)> = arn
+                .map(|a| vec![(irsa_core::annotations::ROLE_ARN, a)])
+                .unwrap_or_default();
+            watcher::Event::InitApply(sa(name, &annotations, "2026-03-01T00:00:00Z"))
+        };
+        let list = |objects: Vec<watcher::Event<SaMeta>>| {
+            let mut told = vec![cache.apply(&watcher::Event::Init)];
+            told.extend(objects.iter().map(|o| cache.apply(o)));
+            let done = cache.apply(&watcher::Event::InitDone);
+            assert!(told.iter().all(|t| *t == Changed::Nothing), "{told:?}");
+            done
+        };
+        let first = role("arn:aws:iam::111122223333:role/api")[0].1.clone();
+        assert_eq!(
+            list(vec![
+                listed("api", Some(&first)),
+                listed("worker", None),
+                listed("gone", None)
+            ]),
+            Changed::Nothing,
+            "the first list is the sweep's to diagnose"
+        );
+        let moved = role("arn:aws:iam::111122223333:role/api-v2")[0].1.clone();
+        assert_eq!(
+            list(vec![
+                listed("api", Some(&moved)),
+                listed("new", None),
+                listed("worker", None)
+            ]),
+            Changed::WhileAway(vec![
+                ("payments".into(), "api".into()),
+                ("payments".into(), "new".into())
+            ]),
+            "re-annotated and created while away; unchanged and deleted ones are not told"
+        );
+        assert_eq!(
+            list(vec![listed("api", Some(&moved)), listed("worker", None)]),
+            Changed::Nothing,
+            "nothing changed"
+        );
     }
 
     #[test]
@@ -726,15 +850,15 @@ mod tests {
         // Out of order, and a name listed twice.
         cache.apply(&listed("payments", "sa-2"));
         cache.apply(&listed("payments", "sa-0"));
-        assert!(cache.read().0.is_empty(), "a partial list is not read");
+        assert!(cache.read().live.is_empty(), "a partial list is not read");
         cache.apply(&watcher::Event::InitDone);
         let guard = cache.read();
-        let payments = &guard.0["payments"].plain;
+        let payments = &guard.live["payments"].plain;
         let names: Vec<&str> = payments.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["sa-0", "sa-1", "sa-2", "sa-3", "sa-4"]);
         assert_eq!(payments.capacity(), 5, "no growth slack kept");
-        assert_eq!(guard.0["shipping"].plain.len(), 1);
-        assert!(guard.1.is_none());
+        assert_eq!(guard.live["shipping"].plain.len(), 1);
+        assert!(guard.listing.is_none());
     }
 
     #[test]
