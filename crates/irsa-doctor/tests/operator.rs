@@ -368,24 +368,21 @@ async fn only_the_leader_writes() {
         },
     )
     .await;
-    let lease: Value = client
-        .request(
-            http::Request::get(
-                "/apis/coordination.k8s.io/v1/namespaces/irsa-doctor/leases/irsa-doctor",
+    let holder = async || -> String {
+        let lease: Value = client
+            .request(
+                http::Request::get(
+                    "/apis/coordination.k8s.io/v1/namespaces/irsa-doctor/leases/irsa-doctor",
+                )
+                .body(Vec::new())
+                .unwrap(),
             )
-            .body(Vec::new())
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let holder = lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (leader, follower) = if holder == "replica-a" {
-        (&first, &second)
-    } else {
-        (&second, &first)
+            .await
+            .unwrap();
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let reconciles = async |op: &Operator| {
         get(&op.metrics, "/metrics")
@@ -397,9 +394,27 @@ async fn only_the_leader_writes() {
             })
             .unwrap_or(0)
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(reconciles(leader).await > 0, "the leader diagnoses");
-    assert_eq!(reconciles(follower).await, 0, "the follower writes nothing");
+    // Read while one replica holds the Lease throughout. On a loaded machine a leader can miss
+    // its renewal and hand over (it then exits); that is failover, not two writers, so the
+    // observation is taken again.
+    let mut observed = None;
+    for _ in 0..3 {
+        let before = holder().await;
+        let (leader, follower) = if before == "replica-a" {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let counts = (reconciles(leader).await, reconciles(follower).await);
+        if holder().await == before {
+            observed = Some(counts);
+            break;
+        }
+    }
+    let (leader, follower) = observed.expect("one replica held the Lease for 3 s");
+    assert!(leader > 0, "the leader diagnoses");
+    assert_eq!(follower, 0, "the follower writes nothing");
     assert_rbac_covers(&sim);
 }
 
