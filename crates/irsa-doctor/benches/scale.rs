@@ -824,7 +824,7 @@ async fn measure(bench: &Bench, m: &Measure, setup: Setup) -> Figures {
     let after_cold = cluster.requests_from("irsa-doctor/");
     let calls_cold = aws_calls(&metrics).await;
     // Every run is read at this point for the slopes: settled after the cold sweep (the warm
-    // sweep comes a minute later).
+    // sweep comes one interval later: 60 s, 5 s at the smoke size).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cold_rss_kib = rss_now(operator.id());
     let mut warm_ms = 0;

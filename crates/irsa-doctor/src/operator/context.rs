@@ -511,7 +511,7 @@ impl Context {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, namespace, name, "could not read a ServiceAccount's uid for its Event")
+                    tracing::warn!(error = %e, namespace, name, "could not read a ServiceAccount's uid for an Event or report")
                 }
             }
         }
